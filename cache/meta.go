@@ -1,0 +1,143 @@
+package cache
+
+import (
+	"sync"
+	"time"
+)
+
+// Kind tells what a name is.
+type Kind uint8
+
+const (
+	// Absent is a negative entry: the name is known not to exist.
+	Absent Kind = iota
+	// File is an object.
+	File
+	// Dir is a directory: a "dir/" marker or a prefix of deeper keys.
+	Dir
+)
+
+// Stat is what the metadata cache remembers of one name. Size is in bytes.
+type Stat struct {
+	Kind  Kind
+	Size  int64
+	ETag  string
+	MTime time.Time
+}
+
+type metaItem struct {
+	st      Stat
+	expires time.Time
+}
+
+// Meta caches stat results, negative lookups and which directories were
+// listed completely, each for TTL. Paths are keys relative to the bucket
+// without a trailing "/" ("" is the bucket root). Safe for concurrent use.
+type Meta struct {
+	ttl time.Duration
+	now func() time.Time
+	max int
+
+	mu     sync.Mutex
+	items  map[string]metaItem  // guarded by mu
+	listed map[string]time.Time // dir path → expiry of its complete listing; guarded by mu
+}
+
+// NewMeta makes a cache whose entries live ttl and which holds about
+// maxEntries entries (expired ones are dropped first when full). now is the
+// clock (time.Now when nil).
+func NewMeta(ttl time.Duration, maxEntries int, now func() time.Time) *Meta {
+	if now == nil {
+		now = time.Now
+	}
+	return &Meta{ttl: ttl, now: now, max: maxEntries, items: map[string]metaItem{}, listed: map[string]time.Time{}}
+}
+
+// TTL returns the time entries live.
+func (m *Meta) TTL() time.Duration { return m.ttl }
+
+// Put remembers what path is (Absent for a negative entry).
+func (m *Meta) Put(path string, st Stat) {
+	if m.ttl <= 0 {
+		return
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.pruneLocked()
+	m.items[path] = metaItem{st: st, expires: m.now().Add(m.ttl)}
+}
+
+// Get returns what is known of path while it is fresh.
+func (m *Meta) Get(path string) (Stat, bool) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	it, ok := m.items[path]
+	if !ok {
+		return Stat{}, false
+	}
+	if !m.now().Before(it.expires) {
+		delete(m.items, path)
+		return Stat{}, false
+	}
+	return it.st, true
+}
+
+// Invalidate forgets path, and the complete listing of its parent dir.
+func (m *Meta) Invalidate(path, parent string) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	delete(m.items, path)
+	delete(m.listed, parent)
+}
+
+// MarkListed records that dir's children were all Put just now, so that a
+// name missing from them can be answered as absent without a request.
+func (m *Meta) MarkListed(dir string) {
+	if m.ttl <= 0 {
+		return
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.listed[dir] = m.now().Add(m.ttl)
+}
+
+// Listed reports whether dir was listed completely within the TTL.
+func (m *Meta) Listed(dir string) bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	exp, ok := m.listed[dir]
+	if ok && !m.now().Before(exp) {
+		delete(m.listed, dir)
+		return false
+	}
+	return ok
+}
+
+// pruneLocked keeps the map under max entries: expired entries go first,
+// then arbitrary ones.
+func (m *Meta) pruneLocked() {
+	if m.max <= 0 || len(m.items) < m.max {
+		return
+	}
+	now := m.now()
+	for k, it := range m.items {
+		if !now.Before(it.expires) {
+			delete(m.items, k)
+		}
+	}
+	for k := range m.items {
+		if len(m.items) < m.max*3/4 {
+			break
+		}
+		delete(m.items, k)
+	}
+	for k, exp := range m.listed {
+		if !now.Before(exp) {
+			delete(m.listed, k)
+		}
+	}
+	// A listing whose entries may have been dropped is no longer complete.
+	if len(m.items) < m.max*3/4 {
+		clear(m.listed)
+	}
+}

@@ -1,0 +1,360 @@
+package fs
+
+import (
+	"context"
+	"errors"
+	"sort"
+	"strings"
+	"syscall"
+	"time"
+
+	gofs "github.com/hanwen/go-fuse/v2/fs"
+	"github.com/hanwen/go-fuse/v2/fuse"
+
+	"github.com/s3mount/s3mount/cache"
+	"github.com/s3mount/s3mount/s3backend"
+)
+
+// Dir is a directory: the keys under path+"/" (or the whole bucket when
+// path is ""). Its identity never changes; a renamed directory is a new Dir.
+type Dir struct {
+	gofs.Inode
+	fsys *FS
+	path string // key path without trailing "/"; "" is the bucket root
+}
+
+var _ gofs.InodeEmbedder = (*Dir)(nil)
+
+func (d *Dir) prefix() string { return dirPrefix(d.path) }
+
+var _ gofs.NodeGetattrer = (*Dir)(nil)
+
+// Getattr implements the FUSE GETATTR of a directory.
+func (d *Dir) Getattr(ctx context.Context, fh gofs.FileHandle, out *fuse.AttrOut) syscall.Errno {
+	var mtime time.Time
+	if st, ok := d.fsys.meta.Get(d.path); ok && st.Kind == cache.Dir {
+		mtime = st.MTime
+	}
+	d.fsys.dirAttr(&out.Attr, mtime)
+	return 0
+}
+
+var _ gofs.NodeStatfser = (*Dir)(nil)
+
+// Statfs implements statfs(2): S3 has no capacity, so the figures say
+// "plenty" (1 PiB free in 4 KiB blocks, 2^40 inodes) and names up to 255 bytes.
+func (d *Dir) Statfs(ctx context.Context, out *fuse.StatfsOut) syscall.Errno {
+	const bsize = 4096
+	out.Bsize = bsize
+	out.Frsize = bsize
+	out.Blocks = (1 << 50) / bsize
+	out.Bfree = out.Blocks
+	out.Bavail = out.Blocks
+	out.Files = 1 << 40
+	out.Ffree = 1 << 40
+	out.NameLen = maxNameLen
+	return 0
+}
+
+var _ gofs.NodeLookuper = (*Dir)(nil)
+
+// Lookup implements FUSE LOOKUP: see the package doc for the requests sent.
+func (d *Dir) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
+	if !validName(name) {
+		return nil, syscall.ENOENT
+	}
+	// A file being written is known here before S3 knows it.
+	if ch := d.GetChild(name); ch != nil {
+		if f, ok := ch.Operations().(*File); ok && f.pending() {
+			f.fillAttr(&out.Attr)
+			return ch, 0
+		}
+	}
+	path := join(d.path, name)
+	st, err := d.fsys.stat(ctx, path, d.path)
+	if err != nil {
+		return nil, errno(err)
+	}
+	return d.child(ctx, name, st, out), 0
+}
+
+// child returns the inode for name, reusing the existing one when it is of
+// the same kind, so that open handles and kernel state stay attached.
+func (d *Dir) child(ctx context.Context, name string, st cache.Stat, out *fuse.EntryOut) *gofs.Inode {
+	path := join(d.path, name)
+	if ch := d.GetChild(name); ch != nil {
+		switch n := ch.Operations().(type) {
+		case *File:
+			if st.Kind == cache.File {
+				n.update(st)
+				n.fillAttr(&out.Attr)
+				return ch
+			}
+		case *Dir:
+			if st.Kind == cache.Dir {
+				d.fsys.dirAttr(&out.Attr, st.MTime)
+				return ch
+			}
+		}
+	}
+	if st.Kind == cache.Dir {
+		d.fsys.dirAttr(&out.Attr, st.MTime)
+		return d.NewInode(ctx, &Dir{fsys: d.fsys, path: path}, gofs.StableAttr{Mode: syscall.S_IFDIR})
+	}
+	f := newFile(d.fsys, path, st)
+	f.fillAttr(&out.Attr)
+	return d.NewInode(ctx, f, gofs.StableAttr{Mode: syscall.S_IFREG})
+}
+
+var _ gofs.NodeReaddirer = (*Dir)(nil)
+
+// Readdir implements FUSE READDIR(PLUS): ListObjectsV2 with delimiter "/",
+// paged past 1,000 keys. Every entry goes into the metadata cache, so the
+// lookups of `ls -l` and readdirplus cost no request.
+func (d *Dir) Readdir(ctx context.Context) (gofs.DirStream, syscall.Errno) {
+	prefix := d.prefix()
+	kinds := map[string]cache.Stat{}
+	token := ""
+	for {
+		page, err := d.fsys.client.List(ctx, prefix, "/", token, 1000)
+		if err != nil {
+			return nil, errno(err)
+		}
+		for _, p := range page.Prefixes {
+			name := strings.TrimSuffix(strings.TrimPrefix(p, prefix), "/")
+			if !validName(name) {
+				d.fsys.hidden.report(p, whyInvalid(name))
+				continue
+			}
+			st := kinds[name]
+			kinds[name] = cache.Stat{Kind: cache.Dir, MTime: st.MTime}
+		}
+		for _, o := range page.Objects {
+			if o.Key == prefix {
+				continue // the directory's own marker
+			}
+			name := strings.TrimPrefix(o.Key, prefix)
+			if !validName(name) {
+				d.fsys.hidden.report(o.Key, whyInvalid(name))
+				continue
+			}
+			if st, ok := kinds[name]; ok && st.Kind == cache.Dir {
+				continue // a directory of the same name wins
+			}
+			kinds[name] = cache.Stat{Kind: cache.File, Size: o.Size, ETag: o.ETag, MTime: o.LastModified}
+		}
+		if page.NextToken == "" {
+			break
+		}
+		token = page.NextToken
+	}
+	for name, st := range kinds {
+		d.fsys.meta.Put(join(d.path, name), st)
+	}
+	d.fsys.meta.MarkListed(d.path)
+	// Files created here and not yet uploaded are entries too.
+	for name, ch := range d.Children() {
+		if f, ok := ch.Operations().(*File); ok && f.pending() {
+			if _, ok := kinds[name]; !ok {
+				kinds[name] = cache.Stat{Kind: cache.File}
+			}
+		}
+	}
+	names := make([]string, 0, len(kinds))
+	for name := range kinds {
+		names = append(names, name)
+	}
+	sort.Strings(names)
+	list := make([]fuse.DirEntry, 0, len(names)+2)
+	list = append(list, fuse.DirEntry{Name: ".", Mode: syscall.S_IFDIR}, fuse.DirEntry{Name: "..", Mode: syscall.S_IFDIR})
+	for _, name := range names {
+		mode := uint32(syscall.S_IFREG)
+		if kinds[name].Kind == cache.Dir {
+			mode = syscall.S_IFDIR
+		}
+		list = append(list, fuse.DirEntry{Name: name, Mode: mode})
+	}
+	return gofs.NewListDirStream(list), 0
+}
+
+var _ gofs.NodeMkdirer = (*Dir)(nil)
+
+// Mkdir implements mkdir(2): PutObject of an empty "name/" marker.
+// EEXIST when the name exists, EROFS on a read-only mount.
+func (d *Dir) Mkdir(ctx context.Context, name string, mode uint32, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
+	if d.fsys.cfg.ReadOnly {
+		return nil, syscall.EROFS
+	}
+	if !validName(name) {
+		return nil, syscall.EINVAL
+	}
+	path := join(d.path, name)
+	if _, err := d.fsys.stat(ctx, path, d.path); err == nil {
+		return nil, syscall.EEXIST
+	} else if !errors.Is(err, s3backend.ErrNotFound) {
+		return nil, errno(err)
+	}
+	if _, err := d.fsys.client.Put(ctx, path+"/", nil, s3backend.PutOptions{}); err != nil {
+		return nil, errno(err)
+	}
+	st := cache.Stat{Kind: cache.Dir, MTime: time.Now()}
+	d.fsys.meta.Put(path, st)
+	return d.child(ctx, name, st, out), 0
+}
+
+var _ gofs.NodeRmdirer = (*Dir)(nil)
+
+// Rmdir implements rmdir(2): ENOTEMPTY when any key other than the marker
+// lies under name/ (or a file is being written there), else DeleteObject of
+// the marker.
+func (d *Dir) Rmdir(ctx context.Context, name string) syscall.Errno {
+	if d.fsys.cfg.ReadOnly {
+		return syscall.EROFS
+	}
+	path := join(d.path, name)
+	if ch := d.GetChild(name); ch != nil {
+		if sub, ok := ch.Operations().(*Dir); ok {
+			for _, gc := range sub.Children() {
+				if f, ok := gc.Operations().(*File); ok && f.pending() {
+					return syscall.ENOTEMPTY
+				}
+			}
+		}
+	}
+	page, err := d.fsys.client.List(ctx, path+"/", "", "", 2)
+	if err != nil {
+		return errno(err)
+	}
+	marker := false
+	for _, o := range page.Objects {
+		if o.Key != path+"/" {
+			return syscall.ENOTEMPTY
+		}
+		marker = true
+	}
+	if len(page.Prefixes) > 0 {
+		return syscall.ENOTEMPTY
+	}
+	if !marker {
+		return syscall.ENOENT
+	}
+	if err := d.fsys.client.Delete(ctx, path+"/"); err != nil {
+		return errno(err)
+	}
+	d.fsys.meta.Put(path, cache.Stat{Kind: cache.Absent})
+	return 0
+}
+
+var _ gofs.NodeUnlinker = (*Dir)(nil)
+
+// Unlink implements unlink(2): DeleteObject. A file open for writing that
+// is unlinked is not uploaded when it is closed.
+func (d *Dir) Unlink(ctx context.Context, name string) syscall.Errno {
+	if d.fsys.cfg.ReadOnly {
+		return syscall.EROFS
+	}
+	path := join(d.path, name)
+	if ch := d.GetChild(name); ch != nil {
+		if f, ok := ch.Operations().(*File); ok {
+			if f.markUnlinked() {
+				d.fsys.meta.Put(path, cache.Stat{Kind: cache.Absent})
+				return 0 // never uploaded: nothing in S3 to delete
+			}
+		}
+	}
+	st, err := d.fsys.stat(ctx, path, d.path)
+	if err != nil {
+		return errno(err)
+	}
+	if st.Kind == cache.Dir {
+		return syscall.EISDIR
+	}
+	if err := d.fsys.client.Delete(ctx, path); err != nil {
+		return errno(err)
+	}
+	d.fsys.meta.Put(path, cache.Stat{Kind: cache.Absent})
+	return 0
+}
+
+var _ gofs.NodeCreater = (*Dir)(nil)
+
+// Create implements open(2) with O_CREAT of a new name: the file exists in
+// this mount at once and in S3 from its first flush, fsync or close.
+func (d *Dir) Create(ctx context.Context, name string, flags uint32, mode uint32, out *fuse.EntryOut) (*gofs.Inode, gofs.FileHandle, uint32, syscall.Errno) {
+	if d.fsys.cfg.ReadOnly {
+		return nil, nil, 0, syscall.EROFS
+	}
+	if !validName(name) {
+		return nil, nil, 0, syscall.EINVAL
+	}
+	path := join(d.path, name)
+	f := newFile(d.fsys, path, cache.Stat{Kind: cache.File, MTime: time.Now()})
+	h, en := f.openWriter(flags, true)
+	if en != 0 {
+		return nil, nil, 0, en
+	}
+	f.fillAttr(&out.Attr)
+	inode := d.NewInode(ctx, f, gofs.StableAttr{Mode: syscall.S_IFREG})
+	d.fsys.meta.Put(path, cache.Stat{Kind: cache.File, MTime: time.Now()})
+	return inode, h, 0, 0
+}
+
+var _ gofs.NodeRenamer = (*Dir)(nil)
+
+// Rename implements rename(2) of a file: CopyObject to the new key, then
+// DeleteObject of the old. Directories answer EXDEV, so that mv(1) falls
+// back to copying; a file open for writing answers EBUSY.
+func (d *Dir) Rename(ctx context.Context, name string, newParent gofs.InodeEmbedder, newName string, flags uint32) syscall.Errno {
+	if d.fsys.cfg.ReadOnly {
+		return syscall.EROFS
+	}
+	const renameNoreplace, renameExchange = 1, 2 // renameat2(2)
+	if flags&renameExchange != 0 {
+		return syscall.EINVAL
+	}
+	nd, ok := newParent.(*Dir)
+	if !ok || !validName(newName) {
+		return syscall.EINVAL
+	}
+	src, dst := join(d.path, name), join(nd.path, newName)
+	if ch := d.GetChild(name); ch != nil {
+		if f, ok := ch.Operations().(*File); ok && f.writing() {
+			return syscall.EBUSY
+		}
+	}
+	st, err := d.fsys.stat(ctx, src, d.path)
+	if err != nil {
+		return errno(err)
+	}
+	if st.Kind == cache.Dir {
+		return syscall.EXDEV
+	}
+	dstSt, err := d.fsys.stat(ctx, dst, nd.path)
+	switch {
+	case err == nil && dstSt.Kind == cache.Dir:
+		return syscall.EISDIR
+	case err == nil && flags&renameNoreplace != 0:
+		return syscall.EEXIST
+	case err != nil && !errors.Is(err, s3backend.ErrNotFound):
+		return errno(err)
+	}
+	if src == dst {
+		return 0
+	}
+	etag, err := d.fsys.client.Copy(ctx, src, dst)
+	if err != nil {
+		return errno(err)
+	}
+	if err := d.fsys.client.Delete(ctx, src); err != nil {
+		return errno(err)
+	}
+	d.fsys.meta.Put(src, cache.Stat{Kind: cache.Absent})
+	st.ETag = etag
+	d.fsys.meta.Put(dst, st)
+	if ch := d.GetChild(name); ch != nil {
+		if f, ok := ch.Operations().(*File); ok {
+			f.renamed(dst, etag)
+		}
+	}
+	return 0
+}

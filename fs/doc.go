@@ -1,0 +1,35 @@
+// Package fs is the s3mount filesystem: a go-fuse/v2 node tree over one
+// bucket (or a prefix of it). It speaks to S3 only through s3backend.Client
+// and keeps state only in cache.Blocks, cache.Meta and its nodes.
+//
+// # Names
+//
+// A directory is a "dir/" marker object or, implicitly, the prefix of deeper
+// keys. Lookup of "name" under directory key prefix P sends HEAD P+name and
+// LIST P+name+"/" (max-keys 1) at once, so a deep path resolves on a cold
+// cache without listing its parents; when both a file "a" and keys under
+// "a/" exist, "a" is a directory, in lookup and readdir alike. Keys whose
+// segment cannot be a file name (empty, ".", "..", over 255 bytes) are
+// hidden and logged once.
+//
+// # Reads
+//
+// read.go: fixed-size blocks (BlockSize) fetched with ranged GETs into the
+// shared block cache keyed by bucket, key, ETag and block number; a handle
+// that reads sequentially keeps up to 2×DownloadThreads blocks in flight
+// ahead of the reader, DownloadThreads GETs at a time.
+//
+// # Writes
+//
+// write.go: a new or truncated file written sequentially is streamed as a
+// multipart upload (PartSize parts, UploadConcurrency parts in flight) or,
+// when it stays under one part, a single PutObject; the object is committed
+// at flush, fsync and release, and a failed commit returns EIO.
+//
+// # Locks
+//
+// Lock order: writer.mu before File.mu. Dir.mu is never held with another.
+// No lock is held across an S3 request except writer.mu, which serialises
+// a handle's writes and commits by design (a write that must start the
+// multipart upload waits for CreateMultipartUpload).
+package fs

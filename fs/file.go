@@ -1,0 +1,286 @@
+package fs
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"syscall"
+	"time"
+
+	gofs "github.com/hanwen/go-fuse/v2/fs"
+	"github.com/hanwen/go-fuse/v2/fuse"
+
+	"github.com/s3mount/s3mount/cache"
+	"github.com/s3mount/s3mount/s3backend"
+)
+
+// File is a regular file: one object, or one being written.
+type File struct {
+	gofs.Inode
+	fsys *FS
+
+	mu       sync.Mutex
+	key      string    // guarded by mu; changes on rename
+	size     int64     // guarded by mu; bytes, as last seen in S3
+	etag     string    // guarded by mu; "" until the object exists
+	mtime    time.Time // guarded by mu
+	fetched  time.Time // guarded by mu; when size/etag were last learned
+	openETag string    // guarded by mu; ETag the kernel page cache holds
+	writer   *writer   // guarded by mu; the open writable handle, if any
+	unlinked bool      // guarded by mu
+	// Attributes set by chmod/chown/utimes, kept in memory only (see
+	// SEMANTICS.md); nil: the mount's defaults.
+	mode     *uint32 // guarded by mu
+	uid, gid *uint32 // guarded by mu
+}
+
+var _ gofs.InodeEmbedder = (*File)(nil)
+
+func newFile(fsys *FS, key string, st cache.Stat) *File {
+	return &File{fsys: fsys, key: key, size: st.Size, etag: st.ETag, mtime: st.MTime, fetched: time.Now()}
+}
+
+// update takes in what a lookup or listing learned, unless a writer is
+// the fresher source.
+func (f *File) update(st cache.Stat) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.writer != nil {
+		return
+	}
+	f.size, f.etag, f.mtime, f.fetched = st.Size, st.ETag, st.MTime, time.Now()
+}
+
+// pending reports whether the file exists only in this mount so far (a
+// create whose upload has not been committed).
+func (f *File) pending() bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.writer != nil && f.etag == "" && !f.unlinked
+}
+
+// writing reports whether a writable handle is open.
+func (f *File) writing() bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.writer != nil
+}
+
+// markUnlinked records an unlink. It reports true when the file was never
+// uploaded, so that there is nothing to delete in S3.
+func (f *File) markUnlinked() bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.unlinked = true
+	return f.writer != nil && f.etag == ""
+}
+
+// renamed records a completed rename.
+func (f *File) renamed(key, etag string) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.key = key
+	if etag != "" {
+		f.etag = etag
+	}
+}
+
+// committed records an upload that completed.
+func (f *File) committed(size int64, etag string, mtime time.Time) {
+	f.mu.Lock()
+	f.size, f.etag, f.mtime, f.fetched = size, etag, mtime, time.Now()
+	key, unlinked := f.key, f.unlinked
+	f.mu.Unlock()
+	if !unlinked {
+		f.fsys.meta.Put(key, cache.Stat{Kind: cache.File, Size: size, ETag: etag, MTime: mtime})
+	}
+}
+
+// fillAttr fills out from what the node knows; a writer's size wins.
+func (f *File) fillAttr(out *fuse.Attr) {
+	f.mu.Lock()
+	size, mtime, w := f.size, f.mtime, f.writer
+	mode, uid, gid := f.fsys.cfg.FileMode, f.fsys.cfg.UID, f.fsys.cfg.GID
+	if f.mode != nil {
+		mode = *f.mode
+	}
+	if f.uid != nil {
+		uid = *f.uid
+	}
+	if f.gid != nil {
+		gid = *f.gid
+	}
+	f.mu.Unlock()
+	if w != nil {
+		if s, ok := w.visibleSize(); ok {
+			size = s
+		}
+	}
+	if mtime.IsZero() {
+		mtime = f.fsys.mounted
+	}
+	out.Mode = syscall.S_IFREG | mode
+	out.Nlink = 1
+	out.Uid, out.Gid = uid, gid
+	out.Size = uint64(size)
+	out.Blksize = 4096
+	out.Blocks = (uint64(size) + 511) / 512
+	out.SetTimes(nil, &mtime, &mtime)
+}
+
+var _ gofs.NodeGetattrer = (*File)(nil)
+
+// Getattr implements FUSE GETATTR: from the node while its facts are
+// younger than the metadata TTL, else from the cache or a HEAD. ENOENT when
+// the object is gone; other failures keep the last known attributes.
+func (f *File) Getattr(ctx context.Context, fh gofs.FileHandle, out *fuse.AttrOut) syscall.Errno {
+	f.mu.Lock()
+	stale := f.writer == nil && !f.unlinked && time.Since(f.fetched) >= f.fsys.meta.TTL()
+	key := f.key
+	f.mu.Unlock()
+	if stale {
+		st, err := f.fsys.stat(ctx, key, parentOf(key))
+		switch {
+		case err == nil && st.Kind == cache.File:
+			f.update(st)
+		case errors.Is(err, s3backend.ErrNotFound):
+			return syscall.ENOENT
+		case err != nil:
+			f.fsys.log.Warn("getattr: keeping last known attributes", "key", key, "err", err)
+		}
+	}
+	f.fillAttr(&out.Attr)
+	return 0
+}
+
+var _ gofs.NodeSetattrer = (*File)(nil)
+
+// Setattr implements truncate(2), chmod(2), chown(2) and utimes(2).
+// Size: to the current size (no-op) or to 0 (an empty object, or an open
+// writer restarting empty); other sizes answer ENOTSUP until in-place
+// writes land. Mode, owner and times are kept in memory only.
+func (f *File) Setattr(ctx context.Context, fh gofs.FileHandle, in *fuse.SetAttrIn, out *fuse.AttrOut) syscall.Errno {
+	if f.fsys.cfg.ReadOnly {
+		return syscall.EROFS
+	}
+	if size, ok := in.GetSize(); ok {
+		if en := f.truncate(ctx, fh, int64(size)); en != 0 {
+			return en
+		}
+	}
+	f.mu.Lock()
+	if m, ok := in.GetMode(); ok {
+		m &= 0o7777
+		f.mode = &m
+	}
+	if u, ok := in.GetUID(); ok {
+		f.uid = &u
+	}
+	if g, ok := in.GetGID(); ok {
+		f.gid = &g
+	}
+	if t, ok := in.GetMTime(); ok {
+		f.mtime = t
+	}
+	f.mu.Unlock()
+	f.fillAttr(&out.Attr)
+	return 0
+}
+
+func (f *File) truncate(ctx context.Context, fh gofs.FileHandle, size int64) syscall.Errno {
+	w, _ := fh.(*handle)
+	f.mu.Lock()
+	cur, key := f.size, f.key
+	var wr *writer
+	if w != nil && w.w != nil {
+		wr = w.w
+	} else if f.writer != nil {
+		wr = f.writer
+	}
+	f.mu.Unlock()
+	if wr != nil {
+		return wr.truncate(size)
+	}
+	if size == cur {
+		return 0
+	}
+	if size != 0 {
+		return syscall.ENOTSUP
+	}
+	etag, err := f.fsys.client.Put(ctx, key, nil, s3backend.PutOptions{})
+	if err != nil {
+		return errno(err)
+	}
+	f.committed(0, etag, time.Now())
+	return 0
+}
+
+var _ gofs.NodeOpener = (*File)(nil)
+
+// Open implements open(2) of an existing file. Read-only opens read the
+// object as it is now (its ETag is pinned: a change in S3 gives ESTALE).
+// Writable opens give a handle that can rewrite the file from empty
+// (O_TRUNC, or a file of size 0); see write.go for what it refuses.
+func (f *File) Open(ctx context.Context, flags uint32) (gofs.FileHandle, uint32, syscall.Errno) {
+	if flags&syscall.O_ACCMODE == syscall.O_RDONLY {
+		h := &handle{r: f.newReader()}
+		return h, f.keepCache(h.r.etag), 0
+	}
+	if f.fsys.cfg.ReadOnly {
+		return nil, 0, syscall.EROFS
+	}
+	h, en := f.openWriter(flags, false)
+	if en != 0 {
+		return nil, 0, en
+	}
+	return h, 0, 0
+}
+
+// keepCache returns FOPEN_KEEP_CACHE when the kernel's page cache holds
+// this same ETag, so a re-read of an unchanged file is served by the kernel.
+func (f *File) keepCache(etag string) uint32 {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if etag != "" && f.openETag == etag {
+		return fuse.FOPEN_KEEP_CACHE
+	}
+	f.openETag = etag
+	return 0
+}
+
+// openWriter attaches a writable handle. created is true for O_CREAT of a
+// new name, whose empty object must reach S3 even if nothing is written.
+func (f *File) openWriter(flags uint32, created bool) (*handle, syscall.Errno) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.writer != nil {
+		return nil, syscall.EBUSY
+	}
+	w := newWriter(f, f.size, created)
+	f.writer = w
+	f.openETag = ""
+	h := &handle{w: w}
+	if flags&syscall.O_ACCMODE == syscall.O_RDWR {
+		h.r = f.newReaderLocked()
+	}
+	return h, 0
+}
+
+// writerClosed detaches w once its handle is released.
+func (f *File) writerClosed(w *writer) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.writer == w {
+		f.writer = nil
+	}
+}
+
+func (f *File) newReader() *reader {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.newReaderLocked()
+}
+
+func (f *File) newReaderLocked() *reader {
+	return &reader{fsys: f.fsys, key: f.key, etag: f.etag, size: f.size, pending: map[int64]*future{}}
+}

@@ -1,0 +1,355 @@
+package fs
+
+// The write path.
+//
+// A writable handle rewrites its file from empty: it accepts writes at the
+// current end of what it has written (sequential writes of a new file, of a
+// file opened with O_TRUNC, or of an empty file). Bytes gather in a buffer
+// of PartSize bytes; a full buffer becomes a part: the first one starts a
+// multipart upload (CreateMultipartUpload) and each part goes out with
+// UploadPart while the program keeps writing, at most UploadConcurrency
+// parts at a time (a write waits for a free slot), so memory stays under
+// (UploadConcurrency+1)×PartSize per handle.
+//
+// Commit, at flush (every close(2) of a descriptor), fsync and release:
+// a file that never filled a part is one PutObject of the buffer; otherwise
+// the last part goes out and CompleteMultipartUpload joins them. A failure
+// at any step aborts the multipart upload, is logged with the key, and
+// makes this and every later write, flush and fsync of the handle return
+// EIO. A handle that commits and is then written again (a descriptor
+// closed by a forked child, as `cmd > file` does) starts over from its
+// buffer when the object was one PutObject; after a multipart commit it
+// answers ENOTSUP.
+//
+// Refused until in-place writes land (ENOTSUP, logged): writes anywhere but
+// the end of what the handle wrote, writes to a non-empty file opened
+// without O_TRUNC, truncation to a size other than 0 or the current one.
+// Past 10,000 parts a write answers EFBIG.
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"syscall"
+	"time"
+
+	gofs "github.com/hanwen/go-fuse/v2/fs"
+	"github.com/hanwen/go-fuse/v2/fuse"
+
+	"github.com/s3mount/s3mount/s3backend"
+)
+
+// maxParts is S3's part count limit (Amazon S3 User Guide, multipart limits).
+const maxParts = 10000
+
+// writer is the write side of one handle.
+type writer struct {
+	fsys *FS
+	file *File
+
+	mu sync.Mutex
+	// replacing: the handle has taken the file over (created, truncated,
+	// or written); until then the file's content is the object as it is.
+	replacing bool   // guarded by mu
+	dirty     bool   // guarded by mu; written since the last commit
+	size      int64  // guarded by mu; bytes written since the content was emptied
+	origSize  int64  // guarded by mu; the object's size when not replacing
+	buf       []byte // guarded by mu; bytes not yet in a part
+	uploadID  string // guarded by mu; "" until the first part
+	parts     []s3backend.Part
+	nextPart  int32 // guarded by mu
+	multipart bool  // guarded by mu; the last commit was a multipart one
+	inflight  sync.WaitGroup
+	slots     chan struct{}
+	errMu     sync.Mutex
+	err       error // guarded by errMu; the first failure, sticky
+}
+
+func newWriter(f *File, size int64, created bool) *writer {
+	w := &writer{fsys: f.fsys, file: f, origSize: size, replacing: created, dirty: created,
+		slots: make(chan struct{}, f.fsys.cfg.UploadConcurrency), nextPart: 1}
+	if size == 0 {
+		w.replacing = true
+	}
+	return w
+}
+
+// visibleSize is the size stat(2) shows while the handle is open: what it
+// has written, once it has taken the file over.
+func (w *writer) visibleSize() (int64, bool) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.size, w.replacing
+}
+
+func (w *writer) failure() error {
+	w.errMu.Lock()
+	defer w.errMu.Unlock()
+	return w.err
+}
+
+func (w *writer) fail(err error) {
+	w.errMu.Lock()
+	defer w.errMu.Unlock()
+	if w.err == nil {
+		w.err = err
+	}
+}
+
+func (w *writer) key() string {
+	w.file.mu.Lock()
+	defer w.file.mu.Unlock()
+	return w.file.key
+}
+
+// truncate handles ftruncate/truncate while the handle is open.
+func (w *writer) truncate(size int64) syscall.Errno {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	switch {
+	case !w.replacing && size == w.origSize:
+		return 0
+	case w.replacing && size == w.size:
+		return 0
+	case size == 0 && w.uploadID == "" && !w.multipart:
+		w.replacing, w.dirty, w.size, w.buf = true, true, 0, w.buf[:0]
+		return 0
+	}
+	w.fsys.log.Info("truncate refused: only to 0 before any part is sent, or to the current size",
+		"key", w.file.key, "size", size)
+	return syscall.ENOTSUP
+}
+
+// write appends data at off, which must be the end of what was written.
+func (w *writer) write(data []byte, off int64) (uint32, syscall.Errno) {
+	if err := w.failure(); err != nil {
+		return 0, syscall.EIO
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if !w.replacing || off != w.size || w.multipart {
+		w.fsys.log.Info("write refused: only sequential writes of a new or truncated file are supported",
+			"key", w.file.key, "offset", off, "written", w.size, "replacing", w.replacing)
+		return 0, syscall.ENOTSUP
+	}
+	if w.buf == nil {
+		w.buf = w.getBuf()
+	}
+	w.dirty = true
+	n := 0
+	for n < len(data) {
+		c := copy(w.buf[len(w.buf):cap(w.buf)], data[n:])
+		w.buf = w.buf[:len(w.buf)+c]
+		n += c
+		w.size += int64(c)
+		if len(w.buf) == cap(w.buf) {
+			if en := w.sendPartLocked(); en != 0 {
+				return uint32(n), en
+			}
+		}
+	}
+	return uint32(n), 0
+}
+
+func (w *writer) getBuf() []byte {
+	b := w.fsys.bufs.Get().(*[]byte)
+	return (*b)[:0]
+}
+
+func (w *writer) putBuf(b []byte) {
+	if int64(cap(b)) == w.fsys.cfg.PartSize {
+		w.fsys.bufs.Put(&b)
+	}
+}
+
+// sendPartLocked turns the full buffer into a part uploading in the
+// background. It waits for a free slot, which bounds memory.
+func (w *writer) sendPartLocked() syscall.Errno {
+	if w.nextPart > maxParts {
+		return syscall.EFBIG
+	}
+	if w.uploadID == "" {
+		id, err := w.fsys.client.CreateMultipart(context.Background(), w.file.key)
+		if err != nil {
+			w.fail(err)
+			return syscall.EIO
+		}
+		w.uploadID = id
+	}
+	body, num, id, key := w.buf, w.nextPart, w.uploadID, w.file.key
+	w.buf = w.getBuf()
+	w.nextPart++
+	w.parts = append(w.parts, s3backend.Part{Number: num})
+	w.slots <- struct{}{}
+	w.inflight.Add(1)
+	go func() {
+		defer w.inflight.Done()
+		etag, err := w.fsys.client.UploadPart(context.Background(), key, id, num, body)
+		<-w.slots
+		w.putBuf(body)
+		if err != nil {
+			w.fail(err)
+			return
+		}
+		w.mu.Lock()
+		w.parts[num-1].ETag = etag
+		w.mu.Unlock()
+	}()
+	return 0
+}
+
+// commit makes what was written the object in S3. It returns 0, or EIO
+// (ENOENT-free: a lost upload is never reported as success).
+func (w *writer) commit(ctx context.Context) syscall.Errno {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if !w.dirty {
+		if w.failure() != nil {
+			return syscall.EIO
+		}
+		return 0
+	}
+	w.file.mu.Lock()
+	unlinked := w.file.unlinked
+	w.file.mu.Unlock()
+	if unlinked {
+		w.abortLocked()
+		w.dirty = false
+		return 0
+	}
+	key := w.key()
+	if w.uploadID == "" {
+		if err := w.failure(); err != nil {
+			return syscall.EIO
+		}
+		etag, err := w.fsys.client.Put(ctx, key, w.buf, s3backend.PutOptions{})
+		if err != nil {
+			w.fsys.log.Error("upload failed: the file is not in S3", "key", key, "size", w.size, "err", err)
+			w.fail(err)
+			return syscall.EIO
+		}
+		w.dirty = false
+		w.file.committed(w.size, etag, time.Now())
+		return 0
+	}
+	if len(w.buf) > 0 {
+		if en := w.sendPartLocked(); en != 0 {
+			w.abortLocked()
+			return en
+		}
+	}
+	// Parts fill in their ETags under w.mu: let them.
+	w.mu.Unlock()
+	w.inflight.Wait()
+	w.mu.Lock()
+	if err := w.failure(); err != nil {
+		w.fsys.log.Error("upload failed: the file is not in S3", "key", key, "size", w.size, "err", err)
+		w.abortLocked()
+		return syscall.EIO
+	}
+	etag, err := w.fsys.client.CompleteMultipart(ctx, key, w.uploadID, w.parts, s3backend.PutOptions{})
+	if err != nil {
+		w.fsys.log.Error("upload failed: the file is not in S3", "key", key, "size", w.size, "err", err)
+		w.fail(err)
+		w.abortLocked()
+		return syscall.EIO
+	}
+	w.uploadID, w.parts, w.dirty, w.multipart = "", nil, false, true
+	w.file.committed(w.size, etag, time.Now())
+	return 0
+}
+
+// abortLocked discards the multipart upload, if any, after its parts end.
+func (w *writer) abortLocked() {
+	if w.uploadID == "" {
+		return
+	}
+	w.mu.Unlock()
+	w.inflight.Wait()
+	w.mu.Lock()
+	if w.uploadID == "" {
+		return
+	}
+	if err := w.fsys.client.AbortMultipart(context.Background(), w.key(), w.uploadID); err != nil {
+		w.fsys.log.Warn("abort of multipart upload failed; S3 keeps its parts until a lifecycle rule removes them",
+			"key", w.file.key, "upload_id", w.uploadID, "err", err)
+	}
+	w.uploadID, w.parts = "", nil
+	if w.failure() == nil {
+		w.fail(errors.New("upload aborted"))
+	}
+}
+
+// release commits what is left and frees the buffers.
+func (w *writer) release(ctx context.Context) {
+	if en := w.commit(ctx); en != 0 {
+		w.fsys.log.Error("close: the last upload of the file failed", "key", w.key(), "errno", en)
+	}
+	w.mu.Lock()
+	if w.buf != nil {
+		w.putBuf(w.buf)
+		w.buf = nil
+	}
+	w.mu.Unlock()
+	w.file.writerClosed(w)
+}
+
+// handle is an open file: a reader, a writer, or both (O_RDWR).
+type handle struct {
+	r *reader
+	w *writer
+}
+
+var (
+	_ gofs.FileReader   = (*handle)(nil)
+	_ gofs.FileWriter   = (*handle)(nil)
+	_ gofs.FileFlusher  = (*handle)(nil)
+	_ gofs.FileFsyncer  = (*handle)(nil)
+	_ gofs.FileReleaser = (*handle)(nil)
+)
+
+// Read implements read(2). A handle that has rewritten its file cannot read
+// it back before the commit (ENOTSUP).
+func (h *handle) Read(ctx context.Context, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {
+	if h.w != nil {
+		if _, replacing := h.w.visibleSize(); replacing {
+			return nil, syscall.ENOTSUP
+		}
+	}
+	if h.r == nil {
+		return nil, syscall.EBADF
+	}
+	return h.r.read(ctx, dest, off)
+}
+
+// Write implements write(2); see the write path above.
+func (h *handle) Write(ctx context.Context, data []byte, off int64) (uint32, syscall.Errno) {
+	if h.w == nil {
+		return 0, syscall.EBADF
+	}
+	return h.w.write(data, off)
+}
+
+// Flush implements the FLUSH of every close(2): it commits.
+func (h *handle) Flush(ctx context.Context) syscall.Errno {
+	if h.w == nil {
+		return 0
+	}
+	return h.w.commit(context.WithoutCancel(ctx))
+}
+
+// Fsync implements fsync(2): the data is in S3 when it returns 0.
+func (h *handle) Fsync(ctx context.Context, flags uint32) syscall.Errno {
+	if h.w == nil {
+		return 0
+	}
+	return h.w.commit(context.WithoutCancel(ctx))
+}
+
+// Release implements the last close of the handle.
+func (h *handle) Release(ctx context.Context) syscall.Errno {
+	if h.w != nil {
+		h.w.release(context.WithoutCancel(ctx))
+	}
+	return 0
+}

@@ -1,0 +1,269 @@
+// Package mountopts holds the one options type of an s3mount mount: what the
+// command line (and later fstab -o strings and named connections) fill in,
+// the defaults, and the validation that names the offending option.
+//
+// It imports nothing of ours; main.go turns an Options into each package's
+// own Config.
+package mountopts
+
+import (
+	"errors"
+	"fmt"
+	"net/url"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// S3 multipart limits (Amazon S3 User Guide, "Amazon S3 multipart upload limits").
+const (
+	// MinPartSize is the smallest part S3 accepts, except for the last part: 5 MiB.
+	MinPartSize = 5 << 20
+	// MaxPartSize is the largest part S3 accepts: 5 GiB.
+	MaxPartSize = 5 << 30
+	// MaxParts is the largest part number of a multipart upload.
+	MaxParts = 10000
+	// MaxObjectSize is the largest object S3 stores: 5 TiB.
+	MaxObjectSize = 5 << 40
+)
+
+// Options is everything that shapes one mount. Sizes are bytes, durations
+// are time.Duration. Default() is the only source of default values.
+type Options struct {
+	// Bucket is the bucket to mount. Required.
+	Bucket string
+	// Prefix restricts the mount to keys under it. Empty, or a key prefix
+	// ending in "/" (normalised by ParseSource), such as "home/alice/".
+	Prefix string
+
+	// EndpointURL overrides the S3 endpoint (e.g. http://127.0.0.1:7070).
+	// Empty: the SDK's standard resolution (AWS_ENDPOINT_URL_S3, config, AWS).
+	EndpointURL string
+	// Region is the bucket's region. Empty: the SDK's chain (AWS_REGION,
+	// profile), then us-east-1.
+	Region string
+	// ForcePathStyle sends requests as ENDPOINT/BUCKET/KEY instead of
+	// BUCKET.ENDPOINT/KEY. Default false.
+	ForcePathStyle bool
+
+	// AccessKeyID selects static credentials. The secret then comes from
+	// SecretAccessKeyFile or the AWS_SECRET_ACCESS_KEY environment variable,
+	// never from argv. Empty: the standard AWS credential chain.
+	AccessKeyID string
+	// SecretAccessKeyFile is a file whose first line is the secret access key.
+	// It must not be readable by group or others.
+	SecretAccessKeyFile string
+
+	// DownloadThreads is the number of ranged GETs in flight ahead of one
+	// sequential reader. Default 8.
+	DownloadThreads int
+	// PartSize is the multipart upload part size in bytes. Default 8 MiB;
+	// between MinPartSize and MaxPartSize.
+	PartSize int64
+	// UploadConcurrency is the number of parts of one file in flight. Default 4.
+	UploadConcurrency int
+	// CacheSize bounds the shared block cache, in bytes. Default 512 MiB.
+	CacheSize int64
+	// BlockSize is the unit of ranged GETs and of the block cache, in bytes.
+	// Default 1 MiB.
+	BlockSize int64
+	// MetadataTTL is how long stat and listing results are trusted, and the
+	// kernel entry/attr timeout. Default 5 s.
+	MetadataTTL time.Duration
+
+	// UID and GID own every file. Default: the mounting user's.
+	UID, GID uint32
+	// FileMode and DirMode are the permission bits of files and
+	// directories. Default 0644 and 0755.
+	FileMode, DirMode os.FileMode
+	// AllowOther lets users other than the mounting one use the mount
+	// (FUSE allow_other; needs user_allow_other in /etc/fuse.conf for non-root).
+	AllowOther bool
+	// ReadOnly refuses every change with EROFS.
+	ReadOnly bool
+
+	// Foreground keeps the command attached instead of forking a daemon.
+	Foreground bool
+	// LogLevel is one of debug, info, warn, error. Default info.
+	LogLevel string
+	// LogFile receives the log in daemon mode. Empty: the log is discarded
+	// once the daemon has detached (errors before that reach stderr).
+	LogFile string
+}
+
+// Default returns the options every mount starts from.
+func Default() Options {
+	return Options{
+		DownloadThreads:   8,
+		PartSize:          8 << 20,
+		UploadConcurrency: 4,
+		CacheSize:         512 << 20,
+		BlockSize:         1 << 20,
+		MetadataTTL:       5 * time.Second,
+		UID:               uint32(os.Getuid()),
+		GID:               uint32(os.Getgid()),
+		FileMode:          0o644,
+		DirMode:           0o755,
+		LogLevel:          "info",
+	}
+}
+
+// ParseSource splits a mount SOURCE into bucket and prefix. Accepted forms:
+// "BUCKET", "BUCKET:/PATH", "BUCKET:PATH" and "s3://BUCKET/PATH". The prefix
+// comes back without a leading "/" and with one trailing "/" ("" for none).
+func ParseSource(src string) (bucket, prefix string, err error) {
+	var path string
+	switch {
+	case strings.HasPrefix(src, "s3://"):
+		rest := strings.TrimPrefix(src, "s3://")
+		bucket, path, _ = strings.Cut(rest, "/")
+	case strings.Contains(src, ":"):
+		bucket, path, _ = strings.Cut(src, ":")
+	default:
+		bucket = src
+	}
+	if err := ValidateBucketName(bucket); err != nil {
+		return "", "", fmt.Errorf("source %q: %w", src, err)
+	}
+	path = strings.Trim(path, "/")
+	if path != "" {
+		for _, seg := range strings.Split(path, "/") {
+			if seg == "" || seg == "." || seg == ".." {
+				return "", "", fmt.Errorf("source %q: path has an empty, \".\" or \"..\" segment", src)
+			}
+		}
+		path += "/"
+	}
+	return bucket, path, nil
+}
+
+// ValidateBucketName checks the S3 bucket naming rules that matter for
+// addressing (3 to 63 characters of lowercase letters, digits, dots,
+// hyphens, and for legacy us-east-1 buckets underscores and capitals are
+// tolerated). Source: Amazon S3 User Guide, "Bucket naming rules".
+func ValidateBucketName(b string) error {
+	if len(b) < 3 || len(b) > 63 {
+		return fmt.Errorf("bucket name %q must be 3 to 63 characters", b)
+	}
+	for _, r := range b {
+		ok := r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '.' || r == '-' || r == '_'
+		if !ok {
+			return fmt.Errorf("bucket name %q has the character %q", b, r)
+		}
+	}
+	return nil
+}
+
+// ParseSize reads a byte count: a plain integer, or one followed by K, M, G
+// or T (powers of 1024; "KiB", "MB" and "k" spellings are read the same).
+func ParseSize(s string) (int64, error) {
+	t := strings.TrimSpace(s)
+	mult := int64(1)
+	upper := strings.ToUpper(t)
+	for _, suf := range []struct {
+		s string
+		m int64
+	}{{"TIB", 1 << 40}, {"GIB", 1 << 30}, {"MIB", 1 << 20}, {"KIB", 1 << 10},
+		{"TB", 1 << 40}, {"GB", 1 << 30}, {"MB", 1 << 20}, {"KB", 1 << 10},
+		{"T", 1 << 40}, {"G", 1 << 30}, {"M", 1 << 20}, {"K", 1 << 10}, {"B", 1}} {
+		if strings.HasSuffix(upper, suf.s) {
+			mult = suf.m
+			t = strings.TrimSpace(t[:len(t)-len(suf.s)])
+			break
+		}
+	}
+	n, err := strconv.ParseInt(t, 10, 64)
+	if err != nil || n < 0 {
+		return 0, fmt.Errorf("%q is not a size (bytes, with an optional K, M, G or T suffix)", s)
+	}
+	if n > (1<<62)/mult {
+		return 0, fmt.Errorf("%q is too large", s)
+	}
+	return n * mult, nil
+}
+
+// ParseMode reads a permission mode written in octal, such as "0644" or "755".
+func ParseMode(s string) (os.FileMode, error) {
+	n, err := strconv.ParseUint(s, 8, 32)
+	if err != nil || n > 0o7777 {
+		return 0, fmt.Errorf("%q is not an octal mode such as 0644", s)
+	}
+	return os.FileMode(n), nil
+}
+
+// Validate checks the options and returns an error naming the first bad one.
+func (o *Options) Validate() error {
+	var errs []error
+	bad := func(opt, format string, a ...any) {
+		errs = append(errs, fmt.Errorf("option --%s: %s", opt, fmt.Sprintf(format, a...)))
+	}
+	if err := ValidateBucketName(o.Bucket); err != nil {
+		errs = append(errs, err)
+	}
+	if o.EndpointURL != "" {
+		u, err := url.Parse(o.EndpointURL)
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			bad("endpoint-url", "%q is not an http:// or https:// URL", o.EndpointURL)
+		}
+	}
+	if o.DownloadThreads < 1 || o.DownloadThreads > 256 {
+		bad("download-threads", "%d is outside 1..256", o.DownloadThreads)
+	}
+	if o.PartSize < MinPartSize || o.PartSize > MaxPartSize {
+		bad("part-size", "%d bytes is outside S3's part limits (5 MiB .. 5 GiB)", o.PartSize)
+	}
+	if o.UploadConcurrency < 1 || o.UploadConcurrency > 64 {
+		bad("upload-concurrency", "%d is outside 1..64", o.UploadConcurrency)
+	}
+	if o.BlockSize < 64<<10 || o.BlockSize > 64<<20 || o.BlockSize&(o.BlockSize-1) != 0 {
+		bad("block-size", "%d must be a power of two between 64 KiB and 64 MiB", o.BlockSize)
+	}
+	if o.CacheSize < 4*o.BlockSize {
+		bad("cache-size", "%d bytes is smaller than 4 blocks (%d bytes)", o.CacheSize, 4*o.BlockSize)
+	}
+	if o.MetadataTTL < 0 {
+		bad("metadata-ttl", "%s is negative", o.MetadataTTL)
+	}
+	if o.FileMode&^0o7777 != 0 {
+		bad("file-mode", "%o has bits outside 07777", o.FileMode)
+	}
+	if o.DirMode&^0o7777 != 0 {
+		bad("dir-mode", "%o has bits outside 07777", o.DirMode)
+	}
+	switch o.LogLevel {
+	case "debug", "info", "warn", "error":
+	default:
+		bad("log-level", "%q is not one of debug, info, warn, error", o.LogLevel)
+	}
+	if o.SecretAccessKeyFile != "" && o.AccessKeyID == "" {
+		bad("secret-access-key-file", "needs --access-key-id")
+	}
+	return errors.Join(errs...)
+}
+
+// ReadSecretFile returns the first line of a secret file. The file must be
+// a regular file not readable or writable by group or others (mode 0600 or
+// stricter), so that the secret is never world-readable.
+func ReadSecretFile(path string) (string, error) {
+	st, err := os.Stat(path)
+	if err != nil {
+		return "", fmt.Errorf("secret file: %w", err)
+	}
+	if !st.Mode().IsRegular() {
+		return "", fmt.Errorf("secret file %s is not a regular file", path)
+	}
+	if st.Mode().Perm()&0o077 != 0 {
+		return "", fmt.Errorf("secret file %s has mode %04o: it must be 0600 or stricter", path, st.Mode().Perm())
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return "", fmt.Errorf("secret file: %w", err)
+	}
+	line, _, _ := strings.Cut(string(b), "\n")
+	line = strings.TrimSpace(line)
+	if line == "" {
+		return "", fmt.Errorf("secret file %s is empty", path)
+	}
+	return line, nil
+}

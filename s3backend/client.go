@@ -1,0 +1,116 @@
+// Package s3backend is s3mount's only door to S3: a narrow Client interface
+// sized to what the filesystem needs, one adapter over aws-sdk-go-v2's
+// *s3.Client, and the single mapping from S3 failures to errno (ToErrno).
+//
+// Retries are the SDK's standard retryer (exponential backoff with jitter);
+// an error returned here has exhausted them. Keys are sent exactly as given:
+// no cleaning, no percent-decoding, and CopySource is percent-encoded so that
+// "+" and "%" survive (S3 API Reference, CopyObject, x-amz-copy-source).
+package s3backend
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+)
+
+// ObjectInfo describes one object. Size is in bytes; ETag is as S3 returns
+// it, quotes included.
+type ObjectInfo struct {
+	Key          string
+	Size         int64
+	ETag         string
+	LastModified time.Time
+}
+
+// ListPage is one page of ListObjectsV2. With a delimiter, Prefixes holds
+// the common prefixes (each ending in the delimiter). NextToken is empty on
+// the last page.
+type ListPage struct {
+	Objects   []ObjectInfo
+	Prefixes  []string
+	NextToken string
+}
+
+// Part is one uploaded part of a multipart upload.
+type Part struct {
+	Number int32 // 1..10000
+	ETag   string
+}
+
+// PutOptions are the conditions of a write (S3 API Reference, PutObject
+// and CompleteMultipartUpload, If-Match / If-None-Match).
+type PutOptions struct {
+	// IfNoneMatch "*" commits only when no object exists under the key.
+	IfNoneMatch string
+	// IfMatch commits only when the current object has this ETag.
+	IfMatch string
+}
+
+// Client is everything s3mount asks of one bucket. Every method takes the
+// FUSE request's context (cancellation → context.Canceled → EINTR) and
+// returns an *Error wrapping one of the Err* kinds on failure.
+type Client interface {
+	// Bucket names the bucket this client serves.
+	Bucket() string
+	// Head returns the object's metadata (HeadObject). ErrNotFound when absent.
+	Head(ctx context.Context, key string) (ObjectInfo, error)
+	// List returns one page of ListObjectsV2 under prefix, at most maxKeys
+	// entries (1..1000), continuing from token ("" for the first page).
+	List(ctx context.Context, prefix, delimiter, token string, maxKeys int32) (ListPage, error)
+	// ReadRange fills p with the object's bytes from off (GetObject with a
+	// Range header) and returns how many it read: fewer than len(p) only at
+	// the end of the object. When etag is not empty and the object's ETag
+	// differs, it returns ErrChanged and no bytes.
+	ReadRange(ctx context.Context, key, etag string, off int64, p []byte) (int, error)
+	// Put writes a whole object in one PutObject and returns its ETag.
+	Put(ctx context.Context, key string, body []byte, opt PutOptions) (string, error)
+	// CreateMultipart starts a multipart upload and returns its upload ID.
+	CreateMultipart(ctx context.Context, key string) (string, error)
+	// UploadPart sends part number num (1..10000) and returns its ETag.
+	UploadPart(ctx context.Context, key, uploadID string, num int32, body []byte) (string, error)
+	// CompleteMultipart joins the parts, in order, and returns the ETag.
+	CompleteMultipart(ctx context.Context, key, uploadID string, parts []Part, opt PutOptions) (string, error)
+	// AbortMultipart discards an upload and its parts.
+	AbortMultipart(ctx context.Context, key, uploadID string) error
+	// Copy copies src to dst within the bucket (CopyObject, up to 5 GiB).
+	Copy(ctx context.Context, src, dst string) (string, error)
+	// Delete removes the object (DeleteObject). Deleting a missing key succeeds.
+	Delete(ctx context.Context, key string) error
+}
+
+// Probe checks that the bucket answers and the credentials may list the
+// mount's prefix: one ListObjectsV2 of prefix with max-keys 1 (never
+// HeadBucket or an unprefixed list, which a user limited to a prefix may
+// not have). Its error reads as one line for a person: the bucket is
+// missing, access is denied, or the endpoint cannot be reached.
+func Probe(ctx context.Context, c Client, prefix, endpoint string) error {
+	_, err := c.List(ctx, prefix, "/", "", 1)
+	if err == nil {
+		return nil
+	}
+	var e *Error
+	code := ""
+	if errors.As(err, &e) {
+		code = e.Code
+		if code == "" && e.Status != 0 {
+			code = fmt.Sprintf("HTTP %d", e.Status)
+		}
+	}
+	where := endpoint
+	if where == "" {
+		where = "the AWS endpoint"
+	}
+	switch {
+	case code == "NoSuchBucket":
+		return fmt.Errorf("bucket %q does not exist at %s (NoSuchBucket)", c.Bucket(), where)
+	case errors.Is(err, ErrDenied), code == "InvalidAccessKeyId":
+		return fmt.Errorf("access denied listing s3://%s/%s (%s): check the credentials and the bucket policy", c.Bucket(), prefix, code)
+	case errors.Is(err, ErrNotFound):
+		return fmt.Errorf("bucket %q not found at %s (%s)", c.Bucket(), where, code)
+	case errors.Is(err, ErrUnavailable) && e != nil && e.Status == 0:
+		return fmt.Errorf("cannot reach the S3 endpoint %s: %v", where, rootCause(e.Err))
+	}
+	return fmt.Errorf("checking s3://%s/%s: %w", c.Bucket(), prefix, err)
+}
