@@ -91,7 +91,11 @@ func (b *Blocks) GetOrFetch(k BlockKey, fetch func() ([]byte, error)) ([]byte, e
 		if err != nil {
 			return nil, err
 		}
-		b.c.Set(s, data, int64(len(data)))
+		// Apply the Set before the flight ends, so that a caller arriving
+		// just after it finds the block instead of fetching it again.
+		if b.c.Set(s, data, int64(len(data))) {
+			b.c.Wait()
+		}
 		return data, nil
 	})
 	if err != nil {

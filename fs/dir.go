@@ -5,6 +5,7 @@ import (
 	"errors"
 	"sort"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -21,6 +22,11 @@ type Dir struct {
 	gofs.Inode
 	fsys *FS
 	path string // key path without trailing "/"; "" is the bucket root
+
+	mu sync.Mutex
+	// Attributes set by chmod/chown/utimes, kept in memory only (see
+	// SEMANTICS.md); nil: the mount's defaults.
+	attrs *fuse.Attr // guarded by mu
 }
 
 var _ gofs.InodeEmbedder = (*Dir)(nil)
@@ -36,6 +42,51 @@ func (d *Dir) Getattr(ctx context.Context, fh gofs.FileHandle, out *fuse.AttrOut
 		mtime = st.MTime
 	}
 	d.fsys.dirAttr(&out.Attr, mtime)
+	d.overrideAttr(&out.Attr)
+	return 0
+}
+
+func (d *Dir) overrideAttr(out *fuse.Attr) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.attrs != nil {
+		out.Mode = syscall.S_IFDIR | d.attrs.Mode&0o7777
+		out.Uid, out.Gid = d.attrs.Uid, d.attrs.Gid
+		out.Mtime, out.Mtimensec = d.attrs.Mtime, d.attrs.Mtimensec
+	}
+}
+
+var _ gofs.NodeSetattrer = (*Dir)(nil)
+
+// Setattr implements chmod(2), chown(2) and utimes(2) of a directory: S3
+// has nowhere to keep them, so they live in memory for as long as the
+// kernel keeps the inode (SEMANTICS.md). EROFS on a read-only mount.
+func (d *Dir) Setattr(ctx context.Context, fh gofs.FileHandle, in *fuse.SetAttrIn, out *fuse.AttrOut) syscall.Errno {
+	if d.fsys.cfg.ReadOnly {
+		return syscall.EROFS
+	}
+	if _, ok := in.GetSize(); ok {
+		return syscall.EISDIR
+	}
+	var cur fuse.AttrOut
+	d.Getattr(ctx, fh, &cur)
+	a := cur.Attr
+	if m, ok := in.GetMode(); ok {
+		a.Mode = syscall.S_IFDIR | m&0o7777
+	}
+	if u, ok := in.GetUID(); ok {
+		a.Uid = u
+	}
+	if g, ok := in.GetGID(); ok {
+		a.Gid = g
+	}
+	if t, ok := in.GetMTime(); ok {
+		a.SetTimes(nil, &t, nil)
+	}
+	d.mu.Lock()
+	d.attrs = &a
+	d.mu.Unlock()
+	out.Attr = a
 	return 0
 }
 
@@ -93,6 +144,7 @@ func (d *Dir) child(ctx context.Context, name string, st cache.Stat, out *fuse.E
 		case *Dir:
 			if st.Kind == cache.Dir {
 				d.fsys.dirAttr(&out.Attr, st.MTime)
+				n.overrideAttr(&out.Attr)
 				return ch
 			}
 		}

@@ -1,0 +1,133 @@
+package cache
+
+import (
+	"bytes"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+type clock struct{ t time.Time }
+
+func (c *clock) now() time.Time { return c.t }
+
+func TestMetaExpiresAndListingsAnswerAbsence(t *testing.T) {
+	c := &clock{t: time.Unix(1000, 0)}
+	m := NewMeta(5*time.Second, 100, c.now)
+	m.Put("a/b", Stat{Kind: File, Size: 3})
+	m.MarkListed("a")
+	if st, ok := m.Get("a/b"); !ok || st.Size != 3 {
+		t.Fatalf("Get = %+v, %v", st, ok)
+	}
+	if !m.Listed("a") {
+		t.Fatal("listing not remembered")
+	}
+	c.t = c.t.Add(5 * time.Second)
+	if _, ok := m.Get("a/b"); ok {
+		t.Error("entry outlived its TTL")
+	}
+	if m.Listed("a") {
+		t.Error("listing outlived its TTL")
+	}
+	m.Put("x", Stat{Kind: File})
+	m.MarkListed("")
+	m.Invalidate("x", "")
+	if _, ok := m.Get("x"); ok || m.Listed("") {
+		t.Error("Invalidate kept the entry or the parent's listing")
+	}
+}
+
+func TestMetaStaysBounded(t *testing.T) {
+	m := NewMeta(time.Hour, 100, nil)
+	m.MarkListed("d")
+	for i := 0; i < 1000; i++ {
+		m.Put(string(rune('a'+i%26))+string(rune(i)), Stat{Kind: File})
+	}
+	m.mu.Lock()
+	n := len(m.items)
+	m.mu.Unlock()
+	if n > 100 {
+		t.Errorf("%d entries held, bound is 100", n)
+	}
+	if m.Listed("d") {
+		t.Error("a listing whose entries may have been dropped still counts as complete")
+	}
+}
+
+func TestMetaZeroTTLCachesNothing(t *testing.T) {
+	m := NewMeta(0, 100, nil)
+	m.Put("a", Stat{Kind: File})
+	m.MarkListed("")
+	if _, ok := m.Get("a"); ok || m.Listed("") {
+		t.Error("a zero TTL cached something")
+	}
+}
+
+func TestBlocksCoalesceConcurrentFetches(t *testing.T) {
+	b, err := NewBlocks(1<<20, 1<<10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	var fetches atomic.Int32
+	release := make(chan struct{})
+	k := BlockKey{Bucket: "b", Key: "k", ETag: `"e1"`, Index: 7}
+	var wg sync.WaitGroup
+	for i := 0; i < 8; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			v, err := b.GetOrFetch(k, func() ([]byte, error) {
+				fetches.Add(1)
+				<-release
+				return []byte("block"), nil
+			})
+			if err != nil || string(v) != "block" {
+				t.Errorf("GetOrFetch = %q, %v", v, err)
+			}
+		}()
+	}
+	time.Sleep(50 * time.Millisecond)
+	close(release)
+	wg.Wait()
+	if n := fetches.Load(); n != 1 {
+		t.Errorf("8 concurrent readers ran %d fetches, want 1", n)
+	}
+	if _, ok := b.Get(k); !ok {
+		t.Error("fetched block not cached")
+	}
+	k2 := k
+	k2.ETag = `"e2"`
+	if _, ok := b.Get(k2); ok {
+		t.Error("a block of another ETag was served")
+	}
+}
+
+func TestBlocksBoundHolds(t *testing.T) {
+	const block, max = 64 << 10, 1 << 20
+	b, err := NewBlocks(max, block)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	for i := int64(0); i < 200; i++ {
+		data := bytes.Repeat([]byte{byte(i)}, block)
+		if _, err := b.GetOrFetch(BlockKey{Bucket: "b", Key: "k", Index: i}, func() ([]byte, error) { return data, nil }); err != nil {
+			t.Fatal(err)
+		}
+	}
+	b.Wait()
+	held := int64(0)
+	for i := int64(0); i < 200; i++ {
+		if v, ok := b.c.Get(BlockKey{Bucket: "b", Key: "k", Index: i}.String()); ok {
+			held += int64(len(v))
+		}
+	}
+	if held > max {
+		t.Errorf("cache holds %d bytes, bound is %d", held, max)
+	}
+	if held == 0 {
+		t.Error("cache holds nothing")
+	}
+}

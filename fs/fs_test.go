@@ -1,0 +1,434 @@
+package fs
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"math/rand"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/s3mount/s3mount/cache"
+	"github.com/s3mount/s3mount/s3backend"
+	"github.com/s3mount/s3mount/s3backend/s3fake"
+)
+
+// These tests mount the filesystem for real (FUSE, /dev/fuse) over the
+// in-memory fake client, which counts requests and injects failures.
+
+const testBlock = 64 << 10
+
+func mountFake(t *testing.T, c *s3fake.Client, mutate func(*Config)) string {
+	t.Helper()
+	blocks, err := cache.NewBlocks(64<<20, testBlock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := Config{Client: c, Blocks: blocks, Meta: cache.NewMeta(time.Second, 1<<16, nil),
+		BlockSize: testBlock, DownloadThreads: 4, PartSize: 5 << 20, UploadConcurrency: 2,
+		UID: uint32(os.Getuid()), GID: uint32(os.Getgid()), FileMode: 0o644, DirMode: 0o755}
+	if mutate != nil {
+		mutate(&cfg)
+	}
+	_, root := New(cfg)
+	mnt := t.TempDir()
+	server, err := Mount(mnt, root, MountConfig{FsName: "test", TTL: cfg.Meta.TTL()})
+	if err != nil {
+		t.Fatalf("mount: %v", err)
+	}
+	t.Cleanup(func() {
+		if err := server.Unmount(); err != nil {
+			t.Errorf("unmount: %v", err)
+		}
+		blocks.Close()
+	})
+	return mnt
+}
+
+func randBytes(n int, seed int64) []byte {
+	b := make([]byte, n)
+	rand.New(rand.NewSource(seed)).Read(b)
+	return b
+}
+
+func TestSemanticsReadIsByteExact(t *testing.T) {
+	c := s3fake.New("bkt")
+	sizes := []int{0, 1, testBlock - 1, testBlock, testBlock + 1, 3*testBlock + 7, 40*testBlock + 976}
+	for i, n := range sizes {
+		c.PutDirect(fmt.Sprintf("f%d", i), randBytes(n, int64(i)))
+	}
+	mnt := mountFake(t, c, nil)
+	for i, n := range sizes {
+		got, err := os.ReadFile(filepath.Join(mnt, fmt.Sprintf("f%d", i)))
+		if err != nil {
+			t.Fatalf("size %d: %v", n, err)
+		}
+		if !bytes.Equal(got, randBytes(n, int64(i))) {
+			t.Errorf("size %d: read %d bytes that differ from the object", n, len(got))
+		}
+	}
+}
+
+func TestSemanticsReadFetchesOnlyNeededBlocks(t *testing.T) {
+	c := s3fake.New("bkt")
+	data := randBytes(64*testBlock, 1)
+	c.PutDirect("big", data)
+	mnt := mountFake(t, c, nil)
+	f, err := os.Open(filepath.Join(mnt, "big"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	buf := make([]byte, 100)
+	if _, err := f.ReadAt(buf, 40*testBlock+10); err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(buf, data[40*testBlock+10:40*testBlock+110]) {
+		t.Fatal("random read returned wrong bytes")
+	}
+	// The kernel may read ahead a little on its own; far from the 64 blocks.
+	if n := c.Calls("GetObject"); n == 0 || n > 4 {
+		t.Errorf("a 100-byte read made %d GETs, want 1..4", n)
+	}
+}
+
+func TestSemanticsConcurrentReadersShareGets(t *testing.T) {
+	c := s3fake.New("bkt")
+	data := randBytes(32*testBlock, 2)
+	c.PutDirect("shared", data)
+	c.Delay = 5 * time.Millisecond
+	mnt := mountFake(t, c, nil)
+	var wg sync.WaitGroup
+	for r := 0; r < 4; r++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			got, err := os.ReadFile(filepath.Join(mnt, "shared"))
+			if err != nil || !bytes.Equal(got, data) {
+				t.Errorf("reader: %v, equal=%v", err, bytes.Equal(got, data))
+			}
+		}()
+	}
+	wg.Wait()
+	if n := c.Calls("GetObject"); n > 32 {
+		t.Errorf("4 readers of 32 blocks made %d GETs, want at most 32 (one per block)", n)
+	}
+}
+
+func TestSemanticsChangedObjectIsNeverServedStale(t *testing.T) {
+	c := s3fake.New("bkt")
+	c.PutDirect("v", []byte("version one"))
+	mnt := mountFake(t, c, func(cfg *Config) { cfg.Meta = cache.NewMeta(50*time.Millisecond, 100, nil) })
+	p := filepath.Join(mnt, "v")
+	if got, err := os.ReadFile(p); err != nil || string(got) != "version one" {
+		t.Fatalf("first read: %q, %v", got, err)
+	}
+	c.PutDirect("v", []byte("version two!"))
+	time.Sleep(100 * time.Millisecond)
+	if got, err := os.ReadFile(p); err != nil || string(got) != "version two!" {
+		t.Fatalf("read after change: %q, %v", got, err)
+	}
+}
+
+func TestSemanticsListingPagesAndFillsStatCache(t *testing.T) {
+	c := s3fake.New("bkt")
+	for i := 0; i < 2500; i++ {
+		c.PutDirect(fmt.Sprintf("many/k%05d", i), randBytes(i%7, int64(i)))
+	}
+	mnt := mountFake(t, c, nil)
+	ents, err := os.ReadDir(filepath.Join(mnt, "many"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(ents) != 2500 {
+		t.Fatalf("readdir: %d entries, want 2500", len(ents))
+	}
+	heads := c.Calls("HeadObject")
+	for i, e := range ents {
+		info, err := e.Info()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if info.Size() != int64(i%7) {
+			t.Fatalf("%s: size %d, want %d", e.Name(), info.Size(), i%7)
+		}
+	}
+	if n := c.Calls("HeadObject") - heads; n > 0 {
+		t.Errorf("stat after readdir made %d HEADs, want 0", n)
+	}
+}
+
+func TestSemanticsDeepKeyResolvesWithoutListingParents(t *testing.T) {
+	c := s3fake.New("bkt")
+	c.PutDirect("a/b/c/d/file", []byte("deep"))
+	mnt := mountFake(t, c, nil)
+	got, err := os.ReadFile(filepath.Join(mnt, "a/b/c/d/file"))
+	if err != nil || string(got) != "deep" {
+		t.Fatalf("read: %q, %v", got, err)
+	}
+	if n := c.Calls("ListObjectsV2+delimiter"); n != 0 {
+		t.Errorf("resolving a deep path listed %d directories, want 0", n)
+	}
+}
+
+func TestSemanticsInvalidNamesAreHidden(t *testing.T) {
+	c := s3fake.New("bkt")
+	for _, k := range []string{"odd//empty", "odd/./dot", "odd/../dotdot", "odd/" + strings.Repeat("a", 300), "odd/ok.txt", "odd/sub/x"} {
+		c.PutDirect(k, []byte("x"))
+	}
+	mnt := mountFake(t, c, nil)
+	ents, err := os.ReadDir(filepath.Join(mnt, "odd"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, e := range ents {
+		names = append(names, e.Name())
+	}
+	sort.Strings(names)
+	if strings.Join(names, ",") != "ok.txt,sub" {
+		t.Errorf("listing shows %q, want ok.txt,sub", names)
+	}
+}
+
+func TestSemanticsFileAndDirOfOneNameIsADir(t *testing.T) {
+	c := s3fake.New("bkt")
+	c.PutDirect("both", []byte("file"))
+	c.PutDirect("both/inner", []byte("inner"))
+	mnt := mountFake(t, c, nil)
+	st, err := os.Stat(filepath.Join(mnt, "both"))
+	if err != nil || !st.IsDir() {
+		t.Fatalf("lookup: %v, dir=%v", err, err == nil && st.IsDir())
+	}
+	ents, err := os.ReadDir(mnt)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(ents) != 1 || ents[0].Name() != "both" || !ents[0].IsDir() {
+		t.Errorf("readdir: %v, want one directory named both", ents)
+	}
+}
+
+func TestSemanticsServerErrorIsEIONotENOENT(t *testing.T) {
+	c := s3fake.New("bkt")
+	c.PutDirect("present", []byte("x"))
+	mnt := mountFake(t, c, nil)
+	c.Fail = func(op, key string) error { return s3backend.ErrUnavailable }
+	_, err := os.Stat(filepath.Join(mnt, "present"))
+	if !errors.Is(err, syscall.EIO) {
+		t.Errorf("stat during 503s: %v, want EIO", err)
+	}
+	_, err = os.ReadDir(mnt)
+	if !errors.Is(err, syscall.EIO) {
+		t.Errorf("readdir during 503s: %v, want EIO", err)
+	}
+	c.Fail = func(op, key string) error { return s3backend.ErrDenied }
+	_, err = os.Stat(filepath.Join(mnt, "other"))
+	if !errors.Is(err, syscall.EACCES) {
+		t.Errorf("stat on 403: %v, want EACCES", err)
+	}
+}
+
+func TestSemanticsWriteStreamsMultipart(t *testing.T) {
+	c := s3fake.New("bkt")
+	mnt := mountFake(t, c, nil)
+	data := randBytes(20<<20+976, 3)
+	f, err := os.Create(filepath.Join(mnt, "stream"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.Write(data[:12<<20]); err != nil {
+		t.Fatal(err)
+	}
+	// Parts go out while the program is still writing.
+	deadline := time.Now().Add(5 * time.Second)
+	for c.Calls("UploadPart") < 2 && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if n := c.Calls("UploadPart"); n < 2 {
+		t.Errorf("after writing 12 MiB, %d parts were sent, want 2", n)
+	}
+	if _, err := f.Write(data[12<<20:]); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Close(); err != nil {
+		t.Fatalf("close: %v", err)
+	}
+	got, ok := c.Object("stream")
+	if !ok || !bytes.Equal(got, data) {
+		t.Fatalf("object after close: present=%v, equal=%v", ok, bytes.Equal(got, data))
+	}
+	if n := c.Calls("CreateMultipartUpload"); n != 1 {
+		t.Errorf("CreateMultipartUpload ×%d, want 1", n)
+	}
+	if n := c.Calls("UploadPart"); n != 5 {
+		t.Errorf("UploadPart ×%d, want 5 (4 × 5 MiB + the rest)", n)
+	}
+}
+
+func TestSemanticsSmallFileIsOnePut(t *testing.T) {
+	c := s3fake.New("bkt")
+	mnt := mountFake(t, c, nil)
+	if err := os.WriteFile(filepath.Join(mnt, "small"), []byte("hello"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := c.Object("small"); string(got) != "hello" {
+		t.Fatalf("object = %q", got)
+	}
+	if n := c.Calls("CreateMultipartUpload"); n != 0 {
+		t.Errorf("a 5-byte file started %d multipart uploads", n)
+	}
+}
+
+func TestSemanticsFailedUploadFailsClose(t *testing.T) {
+	for _, op := range []string{"PutObject", "UploadPart", "CompleteMultipartUpload"} {
+		t.Run(op, func(t *testing.T) {
+			c := s3fake.New("bkt")
+			mnt := mountFake(t, c, nil)
+			c.Fail = func(o, key string) error {
+				if o == op {
+					return s3backend.ErrUnavailable
+				}
+				return nil
+			}
+			size := 11 << 20
+			if op == "PutObject" {
+				size = 1000
+			}
+			f, err := os.Create(filepath.Join(mnt, "lost"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			_, werr := f.Write(randBytes(size, 4))
+			cerr := f.Close()
+			if werr == nil && cerr == nil {
+				t.Fatal("write and close succeeded although the upload failed")
+			}
+			if cerr != nil && !errors.Is(cerr, syscall.EIO) {
+				t.Errorf("close: %v, want EIO", cerr)
+			}
+			if _, ok := c.Object("lost"); ok {
+				t.Error("an object exists although its upload failed")
+			}
+			if n := c.Uploads(); n != 0 {
+				t.Errorf("%d multipart uploads left open, want 0 (aborted)", n)
+			}
+		})
+	}
+}
+
+func TestSemanticsShellRedirectAfterDupClose(t *testing.T) {
+	// `cmd > file`: the shell's copy of the descriptor closes (FLUSH)
+	// before cmd writes.
+	c := s3fake.New("bkt")
+	mnt := mountFake(t, c, nil)
+	f, err := os.Create(filepath.Join(mnt, "redir"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	fd2, err := syscall.Dup(int(f.Fd()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Close(fd2); err != nil {
+		t.Fatalf("close of the dup: %v", err)
+	}
+	if _, err := f.Write([]byte("after the first flush")); err != nil {
+		t.Fatalf("write after flush: %v", err)
+	}
+	if err := f.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := c.Object("redir"); string(got) != "after the first flush" {
+		t.Fatalf("object = %q", got)
+	}
+}
+
+func TestSemanticsDirectoryOps(t *testing.T) {
+	c := s3fake.New("bkt")
+	mnt := mountFake(t, c, nil)
+	if err := os.Mkdir(filepath.Join(mnt, "d"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := c.Object("d/"); !ok {
+		t.Fatal("mkdir wrote no d/ marker")
+	}
+	if err := os.WriteFile(filepath.Join(mnt, "d/f"), []byte("x"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Remove(filepath.Join(mnt, "d")); !errors.Is(err, syscall.ENOTEMPTY) {
+		t.Errorf("rmdir of a non-empty dir: %v, want ENOTEMPTY", err)
+	}
+	if err := os.Remove(filepath.Join(mnt, "d/f")); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := c.Object("d/f"); ok {
+		t.Error("unlink left the object")
+	}
+	if err := os.Remove(filepath.Join(mnt, "d")); err != nil {
+		t.Fatalf("rmdir of an empty dir: %v", err)
+	}
+	if keys := c.Keys(); len(keys) != 0 {
+		t.Errorf("keys left: %q", keys)
+	}
+	if _, err := os.ReadFile(filepath.Join(mnt, "missing")); !errors.Is(err, syscall.ENOENT) {
+		t.Errorf("read of a missing file: %v, want ENOENT", err)
+	}
+}
+
+func TestSemanticsRenameFile(t *testing.T) {
+	c := s3fake.New("bkt")
+	c.PutDirect("a+b%c", []byte("payload"))
+	c.PutDirect("dst", []byte("older and longer"))
+	mnt := mountFake(t, c, nil)
+	if err := os.Rename(filepath.Join(mnt, "a+b%c"), filepath.Join(mnt, "dst")); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := c.Object("dst"); string(got) != "payload" {
+		t.Errorf("dst = %q", got)
+	}
+	if _, ok := c.Object("a+b%c"); ok {
+		t.Error("source still exists")
+	}
+	if got, err := os.ReadFile(filepath.Join(mnt, "dst")); err != nil || string(got) != "payload" {
+		t.Errorf("read through mount: %q, %v", got, err)
+	}
+}
+
+func TestSemanticsReadOnly(t *testing.T) {
+	c := s3fake.New("bkt")
+	c.PutDirect("f", []byte("x"))
+	mnt := mountFake(t, c, func(cfg *Config) { cfg.ReadOnly = true })
+	if err := os.WriteFile(filepath.Join(mnt, "new"), []byte("x"), 0o644); !errors.Is(err, syscall.EROFS) {
+		t.Errorf("create on read-only: %v, want EROFS", err)
+	}
+	if err := os.Remove(filepath.Join(mnt, "f")); !errors.Is(err, syscall.EROFS) {
+		t.Errorf("unlink on read-only: %v, want EROFS", err)
+	}
+	if err := os.Mkdir(filepath.Join(mnt, "d"), 0o755); !errors.Is(err, syscall.EROFS) {
+		t.Errorf("mkdir on read-only: %v, want EROFS", err)
+	}
+}
+
+func TestSemanticsPrefixRestriction(t *testing.T) {
+	c := s3fake.New("bkt")
+	c.PutDirect("home/alice/in.txt", []byte("in"))
+	c.PutDirect("home/bob/out.txt", []byte("out"))
+	mnt := mountFake(t, c, func(cfg *Config) { cfg.Prefix = "home/alice/" })
+	ents, err := os.ReadDir(mnt)
+	if err != nil || len(ents) != 1 || ents[0].Name() != "in.txt" {
+		t.Fatalf("root listing: %v, %v", ents, err)
+	}
+	if err := os.WriteFile(filepath.Join(mnt, "new.txt"), []byte("n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := c.Object("home/alice/new.txt"); !ok {
+		t.Errorf("write landed elsewhere: %q", c.Keys())
+	}
+}

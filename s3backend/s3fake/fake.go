@@ -1,0 +1,319 @@
+// Package s3fake is an in-memory s3backend.Client for tests: objects in a
+// map, ETags from content, request counters per operation, and injectable
+// failures. It follows S3's answers where s3mount depends on them
+// (ListObjectsV2 ordering and delimiter, ranged reads, 404 kinds).
+package s3fake
+
+import (
+	"context"
+	"crypto/md5"
+	"encoding/hex"
+	"fmt"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/s3mount/s3mount/s3backend"
+)
+
+type object struct {
+	data  []byte
+	etag  string
+	mtime time.Time
+}
+
+type upload struct {
+	key   string
+	parts map[int32][]byte
+}
+
+// Client is the fake. The zero value is not usable: call New.
+type Client struct {
+	bucket string
+
+	mu      sync.Mutex
+	objects map[string]object  // guarded by mu
+	uploads map[string]*upload // guarded by mu
+	calls   map[string]int     // guarded by mu; op → requests
+	nextID  int                // guarded by mu
+	// Fail, when set, is asked before each request; a non-nil error is
+	// returned instead of doing it. Called without mu held.
+	Fail func(op, key string) error
+	// Delay, when set, is slept before each ranged read.
+	Delay time.Duration
+}
+
+var _ s3backend.Client = (*Client)(nil)
+
+// New makes an empty bucket.
+func New(bucket string) *Client {
+	return &Client{bucket: bucket, objects: map[string]object{}, uploads: map[string]*upload{}, calls: map[string]int{}}
+}
+
+func etagOf(b []byte) string {
+	s := md5.Sum(b)
+	return `"` + hex.EncodeToString(s[:]) + `"`
+}
+
+// PutDirect stores an object as another client would.
+func (c *Client) PutDirect(key string, data []byte) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.objects[key] = object{data: append([]byte(nil), data...), etag: etagOf(data), mtime: time.Now()}
+}
+
+// Object returns an object's bytes.
+func (c *Client) Object(key string) ([]byte, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	o, ok := c.objects[key]
+	return o.data, ok
+}
+
+// Keys returns every key, sorted.
+func (c *Client) Keys() []string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	keys := make([]string, 0, len(c.objects))
+	for k := range c.objects {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	return keys
+}
+
+// Calls returns how many requests of op were made ("GetObject", ...;
+// "ListObjectsV2+delimiter" counts the listings of one directory level).
+func (c *Client) Calls(op string) int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.calls[op]
+}
+
+// Uploads returns the number of multipart uploads not completed or aborted.
+func (c *Client) Uploads() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return len(c.uploads)
+}
+
+func (c *Client) begin(op, key string) error {
+	c.mu.Lock()
+	c.calls[op]++
+	fail := c.Fail
+	c.mu.Unlock()
+	if fail != nil {
+		if err := fail(op, key); err != nil {
+			return &s3backend.Error{Op: op, Bucket: c.bucket, Key: key, Kind: kindOf(err), Err: err}
+		}
+	}
+	return nil
+}
+
+func kindOf(err error) error {
+	for _, k := range []error{s3backend.ErrNotFound, s3backend.ErrDenied, s3backend.ErrUnavailable,
+		s3backend.ErrThrottled, s3backend.ErrPrecondition} {
+		if err == k {
+			return k
+		}
+	}
+	return nil
+}
+
+func (c *Client) notFound(op, key string) error {
+	return &s3backend.Error{Op: op, Bucket: c.bucket, Key: key, Status: 404, Code: "NoSuchKey", Kind: s3backend.ErrNotFound}
+}
+
+// Bucket implements s3backend.Client.
+func (c *Client) Bucket() string { return c.bucket }
+
+// Head implements s3backend.Client.
+func (c *Client) Head(ctx context.Context, key string) (s3backend.ObjectInfo, error) {
+	if err := c.begin("HeadObject", key); err != nil {
+		return s3backend.ObjectInfo{}, err
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	o, ok := c.objects[key]
+	if !ok {
+		return s3backend.ObjectInfo{}, c.notFound("HeadObject", key)
+	}
+	return s3backend.ObjectInfo{Key: key, Size: int64(len(o.data)), ETag: o.etag, LastModified: o.mtime}, nil
+}
+
+// List implements s3backend.Client. The token is the last key returned.
+func (c *Client) List(ctx context.Context, prefix, delimiter, token string, maxKeys int32) (s3backend.ListPage, error) {
+	if delimiter != "" {
+		c.mu.Lock()
+		c.calls["ListObjectsV2+delimiter"]++
+		c.mu.Unlock()
+	}
+	if err := c.begin("ListObjectsV2", prefix); err != nil {
+		return s3backend.ListPage{}, err
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	keys := make([]string, 0)
+	for k := range c.objects {
+		if strings.HasPrefix(k, prefix) {
+			keys = append(keys, k)
+		}
+	}
+	sort.Strings(keys)
+	var page s3backend.ListPage
+	seen := map[string]bool{}
+	n := int32(0)
+	last := ""
+	for _, k := range keys {
+		if token != "" && (k <= token || delimiter != "" && strings.HasSuffix(token, delimiter) && strings.HasPrefix(k, token)) {
+			continue // before the token, or inside the common prefix it ended on
+		}
+		if n == maxKeys {
+			page.NextToken = last
+			break
+		}
+		if delimiter != "" {
+			if i := strings.Index(k[len(prefix):], delimiter); i >= 0 {
+				p := k[:len(prefix)+i+len(delimiter)]
+				if !seen[p] {
+					seen[p] = true
+					page.Prefixes = append(page.Prefixes, p)
+					n++
+				}
+				last = p
+				continue
+			}
+		}
+		last = k
+		o := c.objects[k]
+		page.Objects = append(page.Objects, s3backend.ObjectInfo{Key: k, Size: int64(len(o.data)), ETag: o.etag, LastModified: o.mtime})
+		n++
+	}
+	return page, nil
+}
+
+// ReadRange implements s3backend.Client.
+func (c *Client) ReadRange(ctx context.Context, key, etag string, off int64, p []byte) (int, error) {
+	if err := c.begin("GetObject", key); err != nil {
+		return 0, err
+	}
+	if c.Delay > 0 {
+		time.Sleep(c.Delay)
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	o, ok := c.objects[key]
+	if !ok {
+		return 0, c.notFound("GetObject", key)
+	}
+	if etag != "" && o.etag != etag {
+		return 0, &s3backend.Error{Op: "GetObject", Bucket: c.bucket, Key: key, Kind: s3backend.ErrChanged}
+	}
+	if off >= int64(len(o.data)) {
+		return 0, nil
+	}
+	return copy(p, o.data[off:]), nil
+}
+
+// Put implements s3backend.Client.
+func (c *Client) Put(ctx context.Context, key string, body []byte, opt s3backend.PutOptions) (string, error) {
+	if err := c.begin("PutObject", key); err != nil {
+		return "", err
+	}
+	c.PutDirect(key, body)
+	return etagOf(body), nil
+}
+
+// CreateMultipart implements s3backend.Client.
+func (c *Client) CreateMultipart(ctx context.Context, key string) (string, error) {
+	if err := c.begin("CreateMultipartUpload", key); err != nil {
+		return "", err
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.nextID++
+	id := fmt.Sprintf("upload-%d", c.nextID)
+	c.uploads[id] = &upload{key: key, parts: map[int32][]byte{}}
+	return id, nil
+}
+
+// UploadPart implements s3backend.Client.
+func (c *Client) UploadPart(ctx context.Context, key, uploadID string, num int32, body []byte) (string, error) {
+	if err := c.begin("UploadPart", key); err != nil {
+		return "", err
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	u, ok := c.uploads[uploadID]
+	if !ok {
+		return "", &s3backend.Error{Op: "UploadPart", Key: key, Code: "NoSuchUpload", Kind: s3backend.ErrNotFound}
+	}
+	u.parts[num] = append([]byte(nil), body...)
+	return etagOf(body), nil
+}
+
+// CompleteMultipart implements s3backend.Client. Parts but the last must
+// be at least 5 MiB, as on S3.
+func (c *Client) CompleteMultipart(ctx context.Context, key, uploadID string, parts []s3backend.Part, opt s3backend.PutOptions) (string, error) {
+	if err := c.begin("CompleteMultipartUpload", key); err != nil {
+		return "", err
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	u, ok := c.uploads[uploadID]
+	if !ok {
+		return "", &s3backend.Error{Op: "CompleteMultipartUpload", Key: key, Code: "NoSuchUpload", Kind: s3backend.ErrNotFound}
+	}
+	var data []byte
+	for i, p := range parts {
+		b, ok := u.parts[p.Number]
+		if !ok || p.ETag != etagOf(b) || p.Number != int32(i+1) {
+			return "", &s3backend.Error{Op: "CompleteMultipartUpload", Key: key, Code: "InvalidPart", Kind: s3backend.ErrInvalid}
+		}
+		if i < len(parts)-1 && len(b) < 5<<20 {
+			return "", &s3backend.Error{Op: "CompleteMultipartUpload", Key: key, Code: "EntityTooSmall", Kind: s3backend.ErrInvalid}
+		}
+		data = append(data, b...)
+	}
+	delete(c.uploads, uploadID)
+	c.objects[key] = object{data: data, etag: etagOf(data), mtime: time.Now()}
+	return etagOf(data), nil
+}
+
+// AbortMultipart implements s3backend.Client.
+func (c *Client) AbortMultipart(ctx context.Context, key, uploadID string) error {
+	if err := c.begin("AbortMultipartUpload", key); err != nil {
+		return err
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	delete(c.uploads, uploadID)
+	return nil
+}
+
+// Copy implements s3backend.Client.
+func (c *Client) Copy(ctx context.Context, src, dst string) (string, error) {
+	if err := c.begin("CopyObject", dst); err != nil {
+		return "", err
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	o, ok := c.objects[src]
+	if !ok {
+		return "", c.notFound("CopyObject", src)
+	}
+	c.objects[dst] = object{data: o.data, etag: o.etag, mtime: time.Now()}
+	return o.etag, nil
+}
+
+// Delete implements s3backend.Client.
+func (c *Client) Delete(ctx context.Context, key string) error {
+	if err := c.begin("DeleteObject", key); err != nil {
+		return err
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	delete(c.objects, key)
+	return nil
+}
