@@ -251,6 +251,9 @@ func (d *Dir) Mkdir(ctx context.Context, name string, mode uint32, out *fuse.Ent
 	}
 	st := cache.Stat{Kind: cache.Dir, MTime: time.Now()}
 	d.fsys.meta.Put(path, st)
+	// Nothing was under path/ (stat said so): its listing is known empty,
+	// and lookups in it (tar, cp -r) need no request.
+	d.fsys.meta.MarkListed(path)
 	return d.child(ctx, name, st, out), 0
 }
 
