@@ -103,6 +103,8 @@ func Probe(ctx context.Context, c Client, prefix, endpoint string) error {
 		where = "the AWS endpoint"
 	}
 	switch {
+	case errors.Is(err, ErrNoCredentials):
+		return errors.New("no AWS credentials found: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, AWS_PROFILE, or --access-key-id with --secret-access-key-file")
 	case code == "NoSuchBucket":
 		return fmt.Errorf("bucket %q does not exist at %s (NoSuchBucket)", c.Bucket(), where)
 	case errors.Is(err, ErrDenied), code == "InvalidAccessKeyId":

@@ -33,6 +33,8 @@ var (
 	ErrTooLarge = errors.New("entity too large")
 	// ErrThrottled: 503 SlowDown / 429 after the SDK's retries.
 	ErrThrottled = errors.New("throttled")
+	// ErrNoCredentials: the AWS credential chain found no credentials.
+	ErrNoCredentials = errors.New("no AWS credentials found")
 	// ErrUnavailable: the endpoint cannot be reached, or answers 5xx, after
 	// the SDK's retries.
 	ErrUnavailable = errors.New("service unavailable")
@@ -64,7 +66,13 @@ func (e *Error) Error() string {
 		b.WriteString(e.Kind.Error())
 	}
 	if e.Status == 0 && e.Err != nil {
-		fmt.Fprintf(&b, " (%v)", rootCause(e.Err))
+		if e.Kind != nil {
+			b.WriteString(" (")
+		}
+		fmt.Fprintf(&b, "%v", rootCause(e.Err))
+		if e.Kind != nil {
+			b.WriteString(")")
+		}
 	}
 	if e.RequestID != "" {
 		fmt.Fprintf(&b, " request-id=%s", e.RequestID)
@@ -101,6 +109,10 @@ func classify(op, bucket, key string, err error) *Error {
 	var ae smithy.APIError
 	if errors.As(err, &ae) {
 		e.Code = ae.ErrorCode()
+	}
+	if strings.Contains(err.Error(), "failed to refresh cached credentials") {
+		e.Kind = ErrNoCredentials
+		return e
 	}
 	switch {
 	case errors.Is(err, context.Canceled):
@@ -156,7 +168,7 @@ func classify(op, bucket, key string, err error) *Error {
 // ToErrno maps an error from this package to the errno a FUSE operation
 // returns. It is the one place where S3 failures become errnos:
 //
-//	ErrNotFound → ENOENT       ErrDenied → EACCES
+//	ErrNotFound → ENOENT       ErrDenied, ErrNoCredentials → EACCES
 //	ErrPrecondition, ErrChanged → ESTALE (another writer won; see gcsfuse)
 //	ErrConflict → EEXIST       ErrInvalid → EINVAL    ErrTooLarge → EFBIG
 //	context.Canceled → EINTR   everything else, throttling and 5xx
@@ -174,7 +186,7 @@ func ToErrno(err error) syscall.Errno {
 	switch {
 	case errors.Is(err, ErrNotFound):
 		return syscall.ENOENT
-	case errors.Is(err, ErrDenied):
+	case errors.Is(err, ErrDenied), errors.Is(err, ErrNoCredentials):
 		return syscall.EACCES
 	case errors.Is(err, ErrPrecondition), errors.Is(err, ErrChanged):
 		return syscall.ESTALE
