@@ -132,23 +132,42 @@ func (w *writer) write(data []byte, off int64) (uint32, syscall.Errno) {
 			"key", w.file.key, "offset", off, "written", w.size, "replacing", w.replacing)
 		return 0, syscall.ENOTSUP
 	}
-	if w.buf == nil {
-		w.buf = w.getBuf()
-	}
 	w.dirty = true
 	n := 0
 	for n < len(data) {
+		w.growLocked(len(data) - n)
 		c := copy(w.buf[len(w.buf):cap(w.buf)], data[n:])
 		w.buf = w.buf[:len(w.buf)+c]
 		n += c
 		w.size += int64(c)
-		if len(w.buf) == cap(w.buf) {
+		if int64(len(w.buf)) == w.fsys.cfg.PartSize {
 			if en := w.sendPartLocked(); en != 0 {
 				return uint32(n), en
 			}
 		}
 	}
 	return uint32(n), 0
+}
+
+// growLocked makes room for more bytes in the buffer: a small file keeps a
+// small buffer; from the second part on, buffers are whole parts.
+func (w *writer) growLocked(more int) {
+	if len(w.buf) < cap(w.buf) {
+		return
+	}
+	part := int(w.fsys.cfg.PartSize)
+	if w.buf == nil && w.nextPart > 1 {
+		w.buf = w.getBuf()
+		return
+	}
+	c := min(max(2*cap(w.buf), len(w.buf)+more, 64<<10), part)
+	if c == part && len(w.buf) == 0 {
+		w.buf = w.getBuf()
+		return
+	}
+	nb := make([]byte, len(w.buf), c)
+	copy(nb, w.buf)
+	w.buf = nb
 }
 
 func (w *writer) getBuf() []byte {
@@ -177,7 +196,7 @@ func (w *writer) sendPartLocked() syscall.Errno {
 		w.uploadID = id
 	}
 	body, num, id, key := w.buf, w.nextPart, w.uploadID, w.file.key
-	w.buf = w.getBuf()
+	w.buf = nil
 	w.nextPart++
 	w.parts = append(w.parts, s3backend.Part{Number: num})
 	w.slots <- struct{}{}
