@@ -102,7 +102,7 @@ func TestSemanticsConcurrentReadersShareGets(t *testing.T) {
 	c := s3fake.New("bkt")
 	data := randBytes(32*testBlock, 2)
 	c.PutDirect("shared", data)
-	c.Delay = 5 * time.Millisecond
+	c.SetDelay(5 * time.Millisecond)
 	mnt := mountFake(t, c, nil)
 	var wg sync.WaitGroup
 	for r := 0; r < 4; r++ {
@@ -219,7 +219,7 @@ func TestSemanticsServerErrorIsEIONotENOENT(t *testing.T) {
 	c := s3fake.New("bkt")
 	c.PutDirect("present", []byte("x"))
 	mnt := mountFake(t, c, nil)
-	c.Fail = func(op, key string) error { return s3backend.ErrUnavailable }
+	c.SetFail(func(op, key string) error { return s3backend.ErrUnavailable })
 	_, err := os.Stat(filepath.Join(mnt, "present"))
 	if !errors.Is(err, syscall.EIO) {
 		t.Errorf("stat during 503s: %v, want EIO", err)
@@ -228,7 +228,7 @@ func TestSemanticsServerErrorIsEIONotENOENT(t *testing.T) {
 	if !errors.Is(err, syscall.EIO) {
 		t.Errorf("readdir during 503s: %v, want EIO", err)
 	}
-	c.Fail = func(op, key string) error { return s3backend.ErrDenied }
+	c.SetFail(func(op, key string) error { return s3backend.ErrDenied })
 	_, err = os.Stat(filepath.Join(mnt, "other"))
 	if !errors.Is(err, syscall.EACCES) {
 		t.Errorf("stat on 403: %v, want EACCES", err)
@@ -291,12 +291,12 @@ func TestSemanticsFailedUploadFailsClose(t *testing.T) {
 		t.Run(op, func(t *testing.T) {
 			c := s3fake.New("bkt")
 			mnt := mountFake(t, c, nil)
-			c.Fail = func(o, key string) error {
+			c.SetFail(func(o, key string) error {
 				if o == op {
 					return s3backend.ErrUnavailable
 				}
 				return nil
-			}
+			})
 			size := 11 << 20
 			if op == "PutObject" {
 				size = 1000

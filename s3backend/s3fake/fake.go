@@ -37,11 +37,24 @@ type Client struct {
 	uploads map[string]*upload // guarded by mu
 	calls   map[string]int     // guarded by mu; op → requests
 	nextID  int                // guarded by mu
-	// Fail, when set, is asked before each request; a non-nil error is
-	// returned instead of doing it. Called without mu held.
-	Fail func(op, key string) error
-	// Delay, when set, is slept before each ranged read.
-	Delay time.Duration
+	fail    func(op, key string) error // guarded by mu
+	delay   time.Duration              // guarded by mu
+}
+
+// SetFail installs f, asked before each request (without the fake's lock
+// held); a non-nil error is returned instead of doing the request. nil
+// removes it.
+func (c *Client) SetFail(f func(op, key string) error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.fail = f
+}
+
+// SetDelay makes each ranged read sleep d first.
+func (c *Client) SetDelay(d time.Duration) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.delay = d
 }
 
 var _ s3backend.Client = (*Client)(nil)
@@ -101,7 +114,7 @@ func (c *Client) Uploads() int {
 func (c *Client) begin(op, key string) error {
 	c.mu.Lock()
 	c.calls[op]++
-	fail := c.Fail
+	fail := c.fail
 	c.mu.Unlock()
 	if fail != nil {
 		if err := fail(op, key); err != nil {
@@ -198,8 +211,11 @@ func (c *Client) ReadRange(ctx context.Context, key, etag string, off int64, p [
 	if err := c.begin("GetObject", key); err != nil {
 		return 0, err
 	}
-	if c.Delay > 0 {
-		time.Sleep(c.Delay)
+	c.mu.Lock()
+	delay := c.delay
+	c.mu.Unlock()
+	if delay > 0 {
+		time.Sleep(delay)
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()

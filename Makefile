@@ -1,0 +1,89 @@
+# s3mount: build, test and demo.
+#
+#   make build      bin/s3mount
+#   make deps       fuse3 (apt, only if fusermount3 is missing), versitygw, go modules
+#   make test       deps, go vet, unit tests (-race), integration tests (real mounts)
+#   make demo       local S3 server seeded with files, bucket "demo" mounted at ./mnt
+#   make demo-stop  unmount ./mnt and stop the demo server
+#   make fmt        gofmt the module
+
+SHELL := /bin/bash
+GO ?= go
+TOOLS_BIN ?= $(HOME)/.cache/s3mount-tools/bin
+VERSITYGW_VERSION ?= v1.8.0
+VERSITYGW ?= $(TOOLS_BIN)/versitygw
+export VERSITYGW
+
+DEMO_DIR := $(CURDIR)/.demo
+DEMO_MNT := $(CURDIR)/mnt
+
+.PHONY: all build deps fuse versitygw vet unit integration test demo demo-stop fmt
+
+all: build
+
+build:
+	$(GO) build -o bin/s3mount .
+
+deps: fuse versitygw
+	$(GO) mod download
+
+fuse:
+	@if ! command -v fusermount3 >/dev/null 2>&1; then \
+		echo "fusermount3 missing: installing fuse3"; \
+		apt-get update && apt-get install -y fuse3; \
+	fi
+
+versitygw: $(VERSITYGW)
+
+# Built from a temp dir so that it stays out of this module's go.mod.
+$(VERSITYGW):
+	@mkdir -p $(dir $(VERSITYGW))
+	@echo "building versitygw $(VERSITYGW_VERSION) into $(dir $(VERSITYGW)) (takes a few minutes)"
+	tmp=$$(mktemp -d) && cd "$$tmp" && \
+		GOFLAGS=-buildvcs=false GOBIN=$(abspath $(dir $(VERSITYGW))) \
+		$(GO) install github.com/versity/versitygw/cmd/versitygw@$(VERSITYGW_VERSION); \
+		rc=$$?; rm -rf "$$tmp"; exit $$rc
+
+vet:
+	$(GO) vet ./...
+	$(GO) vet -tags integration ./test/...
+
+unit:
+	$(GO) test -race -count=1 ./...
+
+integration:
+	$(GO) test -tags integration -count=1 -timeout 30m ./test/...
+
+test: deps
+	$(MAKE) vet
+	$(MAKE) unit
+	$(MAKE) integration
+
+fmt:
+	$(GO) fmt ./...
+
+demo: build versitygw
+	@$(MAKE) --no-print-directory demo-stop
+	$(GO) build -o bin/s3demo ./test/cmd/s3demo
+	bin/s3demo -dir $(DEMO_DIR) start
+	@mkdir -p $(DEMO_MNT)
+	. $(DEMO_DIR)/env && bin/s3mount mount --endpoint-url "$$S3_ENDPOINT" --force-path-style \
+		--log-file $(DEMO_DIR)/s3mount.log "$$S3_BUCKET" $(DEMO_MNT)
+	@echo
+	@echo "Bucket demo is mounted at ./mnt (log: .demo/s3mount.log, keys: .demo/env). Look around:"
+	@echo "  ls mnt; ls -R mnt | head -40"
+	@echo "  cat mnt/README.txt; less mnt/go/src/net/http/server.go"
+	@echo "  (cd mnt && sha256sum -c ../.demo/SHA256SUMS)"
+	@echo "  cp mnt/blobs/24MiB.bin /tmp/ && sha256sum /tmp/24MiB.bin"
+	@echo "  cp -r /etc/apt mnt/copied-apt && ls -l mnt/copied-apt"
+	@echo "  . .demo/env && bin/s3mount --help   # the same keys work for any S3 client"
+	@echo "Stop with: make demo-stop"
+
+demo-stop:
+	@if grep -qs " $(DEMO_MNT) " /proc/self/mounts; then \
+		fusermount3 -u $(DEMO_MNT) || fusermount3 -uz $(DEMO_MNT); \
+		echo "unmounted $(DEMO_MNT)"; \
+	fi
+	@if [ -f $(DEMO_DIR)/versitygw.pid ]; then \
+		$(GO) run ./test/cmd/s3demo -dir $(DEMO_DIR) stop; \
+	fi
