@@ -12,6 +12,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/s3mount/s3mount/fs"
 	"github.com/s3mount/s3mount/mountopts"
 )
 
@@ -54,6 +55,9 @@ func spawnDaemon(o mountopts.Options, mountpoint string) error {
 		return fmt.Errorf("mountpoint %s: %w", mountpoint, errors.Unwrap(err))
 	} else if !st.IsDir() {
 		return fmt.Errorf("mountpoint %s is not a directory", mountpoint)
+	}
+	if err := fs.CheckNotMounted(mountpoint); err != nil {
+		return err
 	}
 	exe, err := os.Executable()
 	if err != nil {

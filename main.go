@@ -2,8 +2,11 @@
 // directory over FUSE.
 //
 //	s3mount mount [options] SOURCE MOUNTPOINT
+//	s3mount check [--write-probes] CONNECTION
+//	s3mount connection external-id
 //
-// SOURCE is BUCKET, BUCKET:/PATH or s3://BUCKET/PATH. See README.md.
+// SOURCE is BUCKET, BUCKET:/PATH, s3://BUCKET/PATH, s3:// (every bucket)
+// or the name of a connection in the connections file. See README.md.
 package main
 
 import (
@@ -15,6 +18,7 @@ import (
 	"os/signal"
 	"strings"
 	"syscall"
+	"text/tabwriter"
 	"time"
 
 	"github.com/urfave/cli/v2"
@@ -30,7 +34,7 @@ func main() {
 		Name:                 "s3mount",
 		Usage:                "mount an S3 bucket, or a path in it, as a local directory",
 		EnableBashCompletion: true,
-		Commands:             []*cli.Command{mountCommand()},
+		Commands:             []*cli.Command{mountCommand(), checkCommand(), connectionCommand()},
 	}
 	if err := app.Run(os.Args); err != nil {
 		fmt.Fprintf(os.Stderr, "s3mount: %s\n", oneLine(err))
@@ -47,14 +51,9 @@ func mountCommand() *cli.Command {
 	d := mountopts.Default()
 	return &cli.Command{
 		Name:      "mount",
-		Usage:     "mount SOURCE (BUCKET, BUCKET:/PATH or s3://BUCKET/PATH) at MOUNTPOINT",
+		Usage:     "mount SOURCE (BUCKET, BUCKET:/PATH, s3://BUCKET/PATH, s3:// or a connection name) at MOUNTPOINT",
 		ArgsUsage: "SOURCE MOUNTPOINT",
-		Flags: []cli.Flag{
-			&cli.StringFlag{Name: "endpoint-url", Usage: "S3 endpoint URL (default: the SDK's, e.g. AWS_ENDPOINT_URL_S3 or AWS)"},
-			&cli.StringFlag{Name: "region", Usage: "bucket region (default: AWS_REGION, the profile, then us-east-1)"},
-			&cli.BoolFlag{Name: "force-path-style", Usage: "address the bucket as ENDPOINT/BUCKET (for most non-AWS servers)"},
-			&cli.StringFlag{Name: "access-key-id", Usage: "access key ID; its secret comes from AWS_SECRET_ACCESS_KEY or --secret-access-key-file (default: the AWS credential chain)"},
-			&cli.StringFlag{Name: "secret-access-key-file", Usage: "file holding the secret access key (mode 0600 or stricter)"},
+		Flags: append(connectionFlags(),
 			&cli.IntFlag{Name: "download-threads", Value: d.DownloadThreads, Usage: "ranged GETs in flight ahead of a sequential reader"},
 			&cli.StringFlag{Name: "part-size", Value: "8M", Usage: "multipart upload part size, 5M to 5G"},
 			&cli.IntFlag{Name: "upload-concurrency", Value: d.UploadConcurrency, Usage: "parts of one file uploading at once"},
@@ -71,7 +70,7 @@ func mountCommand() *cli.Command {
 			&cli.StringFlag{Name: "log-level", Value: d.LogLevel, Usage: "debug, info, warn or error"},
 			&cli.StringFlag{Name: "log-file", Usage: "where the daemon logs (default: discarded once detached)"},
 			&cli.BoolFlag{Name: "debug-fuse", Usage: "log every FUSE request (very verbose)"},
-		},
+		),
 		Action: func(c *cli.Context) error {
 			if c.NArg() != 2 {
 				return fmt.Errorf("mount needs SOURCE and MOUNTPOINT (got %d arguments); options go before them", c.NArg())
@@ -93,40 +92,125 @@ func mountCommand() *cli.Command {
 	}
 }
 
-// optionsFrom fills Options from the flags and validates them.
+// connectionFlags are the options that say where to connect and as whom,
+// shared by mount and check. They override the connection file.
+func connectionFlags() []cli.Flag {
+	return []cli.Flag{
+		&cli.StringFlag{Name: "config", Usage: "connections file (default: $" + mountopts.ConfigEnv + ", then " + mountopts.DefaultConfigPath + ")"},
+		&cli.StringFlag{Name: "endpoint-url", Usage: "S3 endpoint URL (default: the SDK's, e.g. AWS_ENDPOINT_URL_S3 or AWS)"},
+		&cli.StringFlag{Name: "region", Usage: "bucket region (default: detected with GetBucketLocation, else AWS_REGION, the profile, then us-east-1)"},
+		&cli.BoolFlag{Name: "force-path-style", Usage: "address the bucket as ENDPOINT/BUCKET (for most non-AWS servers)"},
+		&cli.StringFlag{Name: "access-key-id", Usage: "access key ID; its secret comes from AWS_SECRET_ACCESS_KEY or --secret-access-key-file (default: the AWS credential chain)"},
+		&cli.StringFlag{Name: "secret-access-key-file", Usage: "file holding the secret access key (mode 0600 or stricter)"},
+		&cli.StringFlag{Name: "role-arn", Usage: "IAM role to assume with STS AssumeRole (the caller: the access key, or the AWS chain)"},
+		&cli.StringFlag{Name: "external-id", Usage: "external ID sent with AssumeRole"},
+		&cli.StringFlag{Name: "role-session-name", Value: mountopts.Default().RoleSessionName, Usage: "role session name"},
+		&cli.DurationFlag{Name: "session-duration", Usage: "role session lifetime, 15m..12h (default: STS's, 15m)"},
+		&cli.StringFlag{Name: "sts-endpoint-url", Usage: "STS endpoint URL (default: the SDK's, e.g. AWS_ENDPOINT_URL_STS or AWS)"},
+	}
+}
+
+// resolveSource fills o from SOURCE: a connection of the connections file
+// when SOURCE is a plain word naming one, else a bucket source.
+func resolveSource(c *cli.Context, source string, o *mountopts.Options) error {
+	if !mountopts.IsBucketSource(source) {
+		path, explicit := mountopts.ConfigPath(c.String("config"))
+		conns, err := mountopts.LoadConnectionsAt(path, explicit)
+		if err != nil {
+			return err
+		}
+		if conn, ok := conns[source]; ok {
+			return conn.Apply(source, o)
+		}
+		if explicit {
+			if err := mountopts.ValidateBucketName(source); err != nil {
+				return fmt.Errorf("%q is not a connection in %s, nor a bucket name (%v)", source, path, err)
+			}
+		}
+	}
+	var err error
+	o.Bucket, o.Prefix, err = mountopts.ParseSource(source)
+	return err
+}
+
+// optionsFrom fills Options from SOURCE (a connection or a bucket source)
+// and then from the flags that were given, which override the connection
+// file, and validates them.
 func optionsFrom(c *cli.Context) (mountopts.Options, error) {
 	o := mountopts.Default()
-	var err error
-	if o.Bucket, o.Prefix, err = mountopts.ParseSource(c.Args().Get(0)); err != nil {
+	if err := resolveSource(c, c.Args().Get(0), &o); err != nil {
 		return o, err
 	}
-	o.EndpointURL = c.String("endpoint-url")
-	o.Region = c.String("region")
-	o.ForcePathStyle = c.Bool("force-path-style")
-	o.AccessKeyID = c.String("access-key-id")
-	o.SecretAccessKeyFile = c.String("secret-access-key-file")
-	o.DownloadThreads = c.Int("download-threads")
-	o.UploadConcurrency = c.Int("upload-concurrency")
-	o.MetadataTTL = c.Duration("metadata-ttl")
-	o.UID, o.GID = uint32(c.Uint("uid")), uint32(c.Uint("gid"))
+	str := func(flag string, dst *string) {
+		if c.IsSet(flag) {
+			*dst = c.String(flag)
+		}
+	}
+	str("endpoint-url", &o.EndpointURL)
+	str("region", &o.Region)
+	str("access-key-id", &o.AccessKeyID)
+	str("secret-access-key-file", &o.SecretAccessKeyFile)
+	str("role-arn", &o.RoleARN)
+	str("external-id", &o.ExternalID)
+	str("role-session-name", &o.RoleSessionName)
+	str("sts-endpoint-url", &o.STSEndpointURL)
+	str("log-level", &o.LogLevel)
+	str("log-file", &o.LogFile)
+	if c.IsSet("secret-access-key-file") {
+		o.SecretAccessKey = "" // the flag's file replaces an inline secret
+	}
+	// Keys or a role given here override the file's choice of auth.
+	if c.IsSet("access-key-id") && o.Auth == mountopts.AuthDefault {
+		o.Auth = ""
+	}
+	if c.IsSet("role-arn") && o.Auth != mountopts.AuthIAMRole {
+		o.Auth = ""
+	}
+	if c.IsSet("force-path-style") {
+		o.ForcePathStyle = c.Bool("force-path-style")
+	}
+	if c.IsSet("session-duration") {
+		o.SessionDuration = c.Duration("session-duration")
+	}
+	if c.IsSet("download-threads") {
+		o.DownloadThreads = c.Int("download-threads")
+	}
+	if c.IsSet("upload-concurrency") {
+		o.UploadConcurrency = c.Int("upload-concurrency")
+	}
+	if c.IsSet("metadata-ttl") {
+		o.MetadataTTL = c.Duration("metadata-ttl")
+	}
+	if c.IsSet("uid") {
+		o.UID = uint32(c.Uint("uid"))
+	}
+	if c.IsSet("gid") {
+		o.GID = uint32(c.Uint("gid"))
+	}
 	o.AllowOther = c.Bool("allow-other")
 	o.ReadOnly = c.Bool("read-only")
 	o.Foreground = c.Bool("foreground")
-	o.LogLevel = c.String("log-level")
-	o.LogFile = c.String("log-file")
+	var err error
 	for _, s := range []struct {
 		flag string
 		dst  *int64
 	}{{"part-size", &o.PartSize}, {"cache-size", &o.CacheSize}, {"block-size", &o.BlockSize}} {
+		if !c.IsSet(s.flag) {
+			continue
+		}
 		if *s.dst, err = mountopts.ParseSize(c.String(s.flag)); err != nil {
 			return o, fmt.Errorf("option --%s: %w", s.flag, err)
 		}
 	}
-	if o.FileMode, err = mountopts.ParseMode(c.String("file-mode")); err != nil {
-		return o, fmt.Errorf("option --file-mode: %w", err)
+	if c.IsSet("file-mode") {
+		if o.FileMode, err = mountopts.ParseMode(c.String("file-mode")); err != nil {
+			return o, fmt.Errorf("option --file-mode: %w", err)
+		}
 	}
-	if o.DirMode, err = mountopts.ParseMode(c.String("dir-mode")); err != nil {
-		return o, fmt.Errorf("option --dir-mode: %w", err)
+	if c.IsSet("dir-mode") {
+		if o.DirMode, err = mountopts.ParseMode(c.String("dir-mode")); err != nil {
+			return o, fmt.Errorf("option --dir-mode: %w", err)
+		}
 	}
 	return o, o.Validate()
 }
@@ -155,26 +239,8 @@ func serve(o mountopts.Options, source, mountpoint string, debugFuse bool) error
 		return err
 	}
 	slog.SetDefault(log)
-	secret := ""
-	if o.AccessKeyID != "" {
-		if o.SecretAccessKeyFile != "" {
-			if secret, err = mountopts.ReadSecretFile(o.SecretAccessKeyFile); err != nil {
-				return err
-			}
-		} else if secret = os.Getenv("AWS_SECRET_ACCESS_KEY"); secret == "" {
-			return fmt.Errorf("option --access-key-id needs its secret in AWS_SECRET_ACCESS_KEY or --secret-access-key-file")
-		}
-	}
 	ctx := context.Background()
-	client, err := s3backend.New(ctx, s3backend.Config{Bucket: o.Bucket, Region: o.Region, EndpointURL: o.EndpointURL,
-		ForcePathStyle: o.ForcePathStyle, AccessKeyID: o.AccessKeyID, SecretAccessKey: secret,
-		MaxConns: 4*o.DownloadThreads + o.UploadConcurrency*4, Logger: log})
-	if err != nil {
-		return err
-	}
-	pctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-	err = s3backend.Probe(pctx, client, o.Prefix, o.EndpointURL)
-	cancel()
+	session, err := sessionFrom(ctx, o, log)
 	if err != nil {
 		return err
 	}
@@ -183,11 +249,39 @@ func serve(o mountopts.Options, source, mountpoint string, debugFuse bool) error
 		return err
 	}
 	defer blocks.Close()
-	_, root := fs.New(fs.Config{Client: client, Blocks: blocks, Meta: cache.NewMeta(o.MetadataTTL, 1<<20, nil),
-		Prefix: o.Prefix, BlockSize: o.BlockSize, DownloadThreads: o.DownloadThreads, PartSize: o.PartSize,
-		UploadConcurrency: o.UploadConcurrency, UID: o.UID, GID: o.GID, FileMode: uint32(o.FileMode),
-		DirMode: uint32(o.DirMode), ReadOnly: o.ReadOnly, Logger: log})
-	server, err := fs.Mount(mountpoint, root, fs.MountConfig{FsName: source, AllowOther: o.AllowOther,
+	bucketCfg := fs.Config{Blocks: blocks, Prefix: o.Prefix, BlockSize: o.BlockSize,
+		DownloadThreads: o.DownloadThreads, PartSize: o.PartSize, UploadConcurrency: o.UploadConcurrency,
+		UID: o.UID, GID: o.GID, FileMode: uint32(o.FileMode), DirMode: uint32(o.DirMode), ReadOnly: o.ReadOnly,
+		Logger: log}
+	newMeta := func() *cache.Meta { return cache.NewMeta(o.MetadataTTL, 1<<20, nil) }
+	pctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	var root fs.Root
+	if o.Bucket != "" {
+		region := o.Region
+		if region == "" {
+			var how string
+			region, how = session.DetectRegion(pctx, o.Bucket, o.Prefix)
+			log.Info("bucket region", "bucket", o.Bucket, "region", region, "from", how)
+		}
+		client := session.ForBucket(o.Bucket, region)
+		if err := s3backend.Probe(pctx, client, o.Prefix, o.EndpointURL); err != nil {
+			return err
+		}
+		bucketCfg.Client, bucketCfg.Meta = client, newMeta()
+		_, root = fs.New(bucketCfg)
+	} else {
+		if err := s3backend.ProbeBuckets(pctx, session, o.EndpointURL); err != nil {
+			return err
+		}
+		root = fs.NewBuckets(fs.BucketsConfig{Buckets: session, Bucket: bucketCfg, NewMeta: newMeta, TTL: o.MetadataTTL})
+	}
+	cancel()
+	fsName := source
+	if o.Connection != "" {
+		fsName = o.Connection
+	}
+	server, err := fs.Mount(mountpoint, root, fs.MountConfig{FsName: fsName, AllowOther: o.AllowOther,
 		TTL: o.MetadataTTL, Debug: debugFuse})
 	if err != nil {
 		return err
@@ -196,7 +290,8 @@ func serve(o mountopts.Options, source, mountpoint string, debugFuse bool) error
 		_ = server.Unmount()
 		return fmt.Errorf("the mount at %s does not answer: %w", mountpoint, err)
 	}
-	log.Info("mounted", "source", source, "mountpoint", mountpoint, "bucket", o.Bucket, "prefix", o.Prefix)
+	log.Info("mounted", "source", fsName, "mountpoint", mountpoint, "bucket", o.Bucket, "prefix", o.Prefix,
+		"auth", o.EffectiveAuth())
 	if isDaemonChild() {
 		reportReady(nil)
 	}
@@ -213,4 +308,117 @@ func serve(o mountopts.Options, source, mountpoint string, debugFuse bool) error
 	server.Wait()
 	log.Info("unmounted", "mountpoint", mountpoint)
 	return nil
+}
+
+// sessionFrom reads the secret (inline from the connection file, the
+// secret file, or AWS_SECRET_ACCESS_KEY) and makes the S3 session the
+// options ask for. No request is made.
+func sessionFrom(ctx context.Context, o mountopts.Options, log *slog.Logger) (*s3backend.Session, error) {
+	secret := string(o.SecretAccessKey)
+	if o.AccessKeyID != "" && secret == "" {
+		var err error
+		if o.SecretAccessKeyFile != "" {
+			if secret, err = mountopts.ReadSecretFile(o.SecretAccessKeyFile); err != nil {
+				return nil, err
+			}
+		} else if secret = os.Getenv("AWS_SECRET_ACCESS_KEY"); secret == "" {
+			return nil, fmt.Errorf("access key %s needs its secret: secret_access_key_file in the connection, --secret-access-key-file, or AWS_SECRET_ACCESS_KEY", o.AccessKeyID)
+		}
+	}
+	return s3backend.NewSession(ctx, s3backend.Config{Region: o.Region, EndpointURL: o.EndpointURL,
+		ForcePathStyle: o.ForcePathStyle, AccessKeyID: o.AccessKeyID, SecretAccessKey: secret,
+		Role: s3backend.Role{ARN: o.RoleARN, ExternalID: o.ExternalID, SessionName: o.RoleSessionName,
+			Duration: o.SessionDuration, STSEndpointURL: o.STSEndpointURL},
+		MaxConns: 4*o.DownloadThreads + o.UploadConcurrency*4, Logger: log})
+}
+
+func checkCommand() *cli.Command {
+	return &cli.Command{
+		Name:      "check",
+		Usage:     "check a connection's permissions without mounting",
+		ArgsUsage: "CONNECTION (or a SOURCE as for mount)",
+		Description: "Prints one row per permission the mount's features need, as granted, denied (with the S3\n" +
+			"error code), failed or not tried. Nothing is written unless --write-probes: then one small\n" +
+			"object is uploaded under the connection's path and deleted (and, for a connection without a\n" +
+			"bucket, a bucket is created and deleted). Exits 1 when the mount could not work.",
+		Flags: append(connectionFlags(),
+			&cli.BoolFlag{Name: "write-probes", Usage: "also try upload, delete (and create bucket), cleaning up after"},
+		),
+		Action: func(c *cli.Context) error {
+			if c.NArg() != 1 {
+				return fmt.Errorf("check needs one CONNECTION (got %d arguments); options go before it", c.NArg())
+			}
+			o, err := optionsFrom(c)
+			if err != nil {
+				return err
+			}
+			log := slog.New(slog.NewTextHandler(io.Discard, nil))
+			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+			defer cancel()
+			session, err := sessionFrom(ctx, o, log)
+			if err != nil {
+				return err
+			}
+			rows, err := session.Check(ctx, s3backend.CheckOptions{Bucket: o.Bucket, Prefix: o.Prefix,
+				WriteProbes: c.Bool("write-probes")})
+			fmt.Fprint(c.App.Writer, formatCheck(c.Args().Get(0), o, session.Region(), rows))
+			if err != nil {
+				return err
+			}
+			for _, r := range rows {
+				if r.Needed && r.Outcome != s3backend.Granted {
+					return fmt.Errorf("the mount cannot work: %s is %s", r.Permission, outcomeText(r))
+				}
+			}
+			fmt.Fprintln(c.App.Writer, "the mount can work")
+			return nil
+		},
+	}
+}
+
+func outcomeText(r s3backend.CheckResult) string {
+	if r.Code != "" {
+		return fmt.Sprintf("%s (%s)", r.Outcome, r.Code)
+	}
+	return r.Outcome.String()
+}
+
+// formatCheck renders check's table.
+func formatCheck(name string, o mountopts.Options, region string, rows []s3backend.CheckResult) string {
+	var b strings.Builder
+	what := "every bucket"
+	if o.Bucket != "" {
+		what = "s3://" + o.Bucket + "/" + o.Prefix
+	}
+	endpoint := o.EndpointURL
+	if endpoint == "" {
+		endpoint = "AWS"
+	}
+	fmt.Fprintf(&b, "connection %s: %s at %s, auth %s, region %s\n", name, what, endpoint, o.EffectiveAuth(), region)
+	tw := tabwriter.NewWriter(&b, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "PERMISSION\tRESULT\tON")
+	for _, r := range rows {
+		fmt.Fprintf(tw, "%s\t%s\t%s\n", r.Permission, outcomeText(r), r.Note)
+	}
+	_ = tw.Flush()
+	return b.String()
+}
+
+func connectionCommand() *cli.Command {
+	return &cli.Command{
+		Name:  "connection",
+		Usage: "helpers for named connections",
+		Subcommands: []*cli.Command{{
+			Name:  "external-id",
+			Usage: "print a new random external ID for a role's trust policy (sts:ExternalId)",
+			Action: func(c *cli.Context) error {
+				id, err := mountopts.NewExternalID()
+				if err != nil {
+					return err
+				}
+				fmt.Fprintln(c.App.Writer, id)
+				return nil
+			},
+		}},
+	}
 }

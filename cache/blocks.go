@@ -7,10 +7,10 @@ package cache
 import (
 	"fmt"
 	"strconv"
+	"sync"
 	"sync/atomic"
 
 	"github.com/dgraph-io/ristretto/v2"
-	"golang.org/x/sync/singleflight"
 )
 
 // BlockKey names one fixed-size block of one version of one object. The
@@ -28,19 +28,44 @@ func (k BlockKey) String() string {
 
 // Blocks is the shared block cache. Cost is the block's length in bytes, so
 // the bytes it holds stay under MaxBytes (ristretto's admission may refuse a
-// block; the caller still gets the bytes it fetched). Concurrent fetches of
-// the same block are coalesced into one (singleflight).
+// block; whoever fetched it still has it). A block being fetched is a
+// Flight, registered so that every reader wanting it waits for the one
+// request instead of sending its own (request coalescing).
 type Blocks struct {
-	c       *ristretto.Cache[string, []byte]
-	flights singleflight.Group
+	c        *ristretto.Cache[string, []byte]
+	maxBytes int64
+
+	mu      sync.Mutex
+	flights map[string]*Flight // guarded by mu
 
 	hits, misses, fetches atomic.Int64
 }
 
+// Flight is a block being fetched. Wait for it with Done, then read Data.
+type Flight struct {
+	done chan struct{}
+	data []byte
+	err  error
+}
+
+// Done is closed once the block (or its error) is there.
+func (f *Flight) Done() <-chan struct{} { return f.done }
+
+// Result returns the block's bytes or the fetch's error; only after Done.
+func (f *Flight) Result() ([]byte, error) { return f.data, f.err }
+
+// Ready returns a finished Flight holding data, for a block that needs no
+// fetch.
+func Ready(data []byte) *Flight {
+	f := &Flight{done: make(chan struct{}), data: data}
+	close(f.done)
+	return f
+}
+
 // BlockStats are counters since the cache was made.
 type BlockStats struct {
-	Hits, Misses int64 // Get and GetOrFetch lookups
-	Fetches      int64 // fetch functions actually run
+	Hits, Misses int64 // Acquire lookups answered from the cache, or not
+	Fetches      int64 // flights claimed, i.e. blocks requested from S3
 }
 
 // NewBlocks makes a cache holding at most maxBytes bytes of blocks of about
@@ -58,50 +83,58 @@ func NewBlocks(maxBytes, blockSize int64) (*Blocks, error) {
 	if err != nil {
 		return nil, fmt.Errorf("block cache: %w", err)
 	}
-	return &Blocks{c: c}, nil
+	return &Blocks{c: c, maxBytes: maxBytes, flights: map[string]*Flight{}}, nil
 }
+
+// MaxBytes is the cache's bound in bytes.
+func (b *Blocks) MaxBytes() int64 { return b.maxBytes }
 
 // Get returns a cached block.
 func (b *Blocks) Get(k BlockKey) ([]byte, bool) {
-	v, ok := b.c.Get(k.String())
-	if ok {
-		b.hits.Add(1)
-	} else {
-		b.misses.Add(1)
-	}
-	return v, ok
+	return b.c.Get(k.String())
 }
 
-// GetOrFetch returns the block from the cache or, on a miss, from fetch,
-// which runs once for all concurrent callers asking for the same block.
-// The block returned must not be modified.
-func (b *Blocks) GetOrFetch(k BlockKey, fetch func() ([]byte, error)) ([]byte, error) {
+// Acquire finds block k. It returns exactly one of: the cached bytes; the
+// Flight of a fetch already under way (wait for it); or, with claimed true,
+// a new Flight that the caller must fetch and Finish, for every other
+// reader of the block will wait on it.
+func (b *Blocks) Acquire(k BlockKey) (data []byte, f *Flight, claimed bool) {
 	s := k.String()
 	if v, ok := b.c.Get(s); ok {
 		b.hits.Add(1)
-		return v, nil
+		return v, nil, false
 	}
 	b.misses.Add(1)
-	v, err, _ := b.flights.Do(s, func() (any, error) {
-		if v, ok := b.c.Get(s); ok {
-			return v, nil
-		}
-		b.fetches.Add(1)
-		data, err := fetch()
-		if err != nil {
-			return nil, err
-		}
-		// Apply the Set before the flight ends, so that a caller arriving
-		// just after it finds the block instead of fetching it again.
-		if b.c.Set(s, data, int64(len(data))) {
-			b.c.Wait()
-		}
-		return data, nil
-	})
-	if err != nil {
-		return nil, err
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if f := b.flights[s]; f != nil {
+		return nil, f, false
 	}
-	return v.([]byte), nil
+	// The block may have landed between the Get and the lock.
+	if v, ok := b.c.Get(s); ok {
+		return v, nil, false
+	}
+	f = &Flight{done: make(chan struct{})}
+	b.flights[s] = f
+	b.fetches.Add(1)
+	return nil, f, true
+}
+
+// Finish ends a claimed Flight: on success the block is cached (the Set is
+// applied before the flight is unregistered, so a later Acquire finds it),
+// and the waiters are woken either way.
+func (b *Blocks) Finish(k BlockKey, f *Flight, data []byte, err error) {
+	s := k.String()
+	f.data, f.err = data, err
+	if err == nil && b.c.Set(s, data, int64(len(data))) {
+		b.c.Wait()
+	}
+	b.mu.Lock()
+	if b.flights[s] == f {
+		delete(b.flights, s)
+	}
+	b.mu.Unlock()
+	close(f.done)
 }
 
 // Stats returns the counters.

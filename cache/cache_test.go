@@ -2,6 +2,7 @@ package cache
 
 import (
 	"bytes"
+	"errors"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -64,6 +65,20 @@ func TestMetaZeroTTLCachesNothing(t *testing.T) {
 	}
 }
 
+// fetchOrWait is how a reader uses Acquire: fetch when it claims, else wait.
+func fetchOrWait(b *Blocks, k BlockKey, fetch func() ([]byte, error)) ([]byte, error) {
+	data, f, claimed := b.Acquire(k)
+	if data != nil {
+		return data, nil
+	}
+	if claimed {
+		d, err := fetch()
+		b.Finish(k, f, d, err)
+	}
+	<-f.Done()
+	return f.Result()
+}
+
 func TestBlocksCoalesceConcurrentFetches(t *testing.T) {
 	b, err := NewBlocks(1<<20, 1<<10)
 	if err != nil {
@@ -78,13 +93,13 @@ func TestBlocksCoalesceConcurrentFetches(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			v, err := b.GetOrFetch(k, func() ([]byte, error) {
+			v, err := fetchOrWait(b, k, func() ([]byte, error) {
 				fetches.Add(1)
 				<-release
 				return []byte("block"), nil
 			})
 			if err != nil || string(v) != "block" {
-				t.Errorf("GetOrFetch = %q, %v", v, err)
+				t.Errorf("fetchOrWait = %q, %v", v, err)
 			}
 		}()
 	}
@@ -102,6 +117,25 @@ func TestBlocksCoalesceConcurrentFetches(t *testing.T) {
 	if _, ok := b.Get(k2); ok {
 		t.Error("a block of another ETag was served")
 	}
+	if st := b.Stats(); st.Fetches != 1 {
+		t.Errorf("Stats().Fetches = %d, want 1", st.Fetches)
+	}
+}
+
+func TestBlocksFailedFetchIsNotCached(t *testing.T) {
+	b, err := NewBlocks(1<<20, 1<<10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	k := BlockKey{Bucket: "b", Key: "k", Index: 1}
+	if _, err := fetchOrWait(b, k, func() ([]byte, error) { return nil, errors.New("boom") }); err == nil {
+		t.Fatal("error lost")
+	}
+	v, err := fetchOrWait(b, k, func() ([]byte, error) { return []byte("ok"), nil })
+	if err != nil || string(v) != "ok" {
+		t.Fatalf("retry after a failure: %q, %v", v, err)
+	}
 }
 
 func TestBlocksBoundHolds(t *testing.T) {
@@ -113,7 +147,7 @@ func TestBlocksBoundHolds(t *testing.T) {
 	defer b.Close()
 	for i := int64(0); i < 200; i++ {
 		data := bytes.Repeat([]byte{byte(i)}, block)
-		if _, err := b.GetOrFetch(BlockKey{Bucket: "b", Key: "k", Index: i}, func() ([]byte, error) { return data, nil }); err != nil {
+		if _, err := fetchOrWait(b, BlockKey{Bucket: "b", Key: "k", Index: i}, func() ([]byte, error) { return data, nil }); err != nil {
 			t.Fatal(err)
 		}
 	}

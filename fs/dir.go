@@ -201,7 +201,15 @@ func (d *Dir) Readdir(ctx context.Context) (gofs.DirStream, syscall.Errno) {
 		token = page.NextToken
 	}
 	for name, st := range kinds {
-		d.fsys.meta.Put(join(d.path, name), st)
+		p := join(d.path, name)
+		if st.Kind == cache.Dir && st.MTime.IsZero() {
+			// A listing names a directory without its marker's time:
+			// keep the time a lookup learned.
+			if old, ok := d.fsys.meta.Get(p); ok && old.Kind == cache.Dir {
+				st.MTime = old.MTime
+			}
+		}
+		d.fsys.meta.Put(p, st)
 	}
 	d.fsys.meta.MarkListed(d.path)
 	// Files created here and not yet uploaded are entries too.
@@ -368,7 +376,12 @@ func (d *Dir) Rename(ctx context.Context, name string, newParent gofs.InodeEmbed
 		return syscall.EINVAL
 	}
 	nd, ok := newParent.(*Dir)
-	if !ok || !validName(newName) {
+	if !ok || nd.fsys != d.fsys {
+		// Another bucket (all-buckets mounts) or the root of buckets:
+		// CopyObject stays within one bucket, so let mv(1) copy.
+		return syscall.EXDEV
+	}
+	if !validName(newName) {
 		return syscall.EINVAL
 	}
 	src, dst := join(d.path, name), join(nd.path, newName)

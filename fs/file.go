@@ -30,8 +30,9 @@ type File struct {
 	unlinked bool      // guarded by mu
 	// Attributes set by chmod/chown/utimes, kept in memory only (see
 	// SEMANTICS.md); nil: the mount's defaults.
-	mode     *uint32 // guarded by mu
-	uid, gid *uint32 // guarded by mu
+	mode     *uint32    // guarded by mu
+	uid, gid *uint32    // guarded by mu
+	mtimeSet *time.Time // guarded by mu; cleared when new content is committed
 }
 
 var _ gofs.InodeEmbedder = (*File)(nil)
@@ -89,6 +90,7 @@ func (f *File) renamed(key, etag string) {
 func (f *File) committed(size int64, etag string, mtime time.Time) {
 	f.mu.Lock()
 	f.size, f.etag, f.mtime, f.fetched = size, etag, mtime, time.Now()
+	f.mtimeSet = nil
 	key, unlinked := f.key, f.unlinked
 	f.mu.Unlock()
 	if !unlinked {
@@ -109,6 +111,9 @@ func (f *File) fillAttr(out *fuse.Attr) {
 	}
 	if f.gid != nil {
 		gid = *f.gid
+	}
+	if f.mtimeSet != nil {
+		mtime = *f.mtimeSet
 	}
 	f.mu.Unlock()
 	if w != nil {
@@ -180,7 +185,7 @@ func (f *File) Setattr(ctx context.Context, fh gofs.FileHandle, in *fuse.SetAttr
 		f.gid = &g
 	}
 	if t, ok := in.GetMTime(); ok {
-		f.mtime = t
+		f.mtimeSet = &t
 	}
 	f.mu.Unlock()
 	f.fillAttr(&out.Attr)
@@ -282,5 +287,5 @@ func (f *File) newReader() *reader {
 }
 
 func (f *File) newReaderLocked() *reader {
-	return &reader{fsys: f.fsys, key: f.key, etag: f.etag, size: f.size, pending: map[int64]*future{}}
+	return newReader(f.fsys, f.key, f.etag, f.size)
 }

@@ -116,8 +116,8 @@ func TestSemanticsConcurrentReadersShareGets(t *testing.T) {
 		}()
 	}
 	wg.Wait()
-	if n := c.Calls("GetObject"); n > 32 {
-		t.Errorf("4 readers of 32 blocks made %d GETs, want at most 32 (one per block)", n)
+	if n := c.BytesOut(); n != int64(len(data)) {
+		t.Errorf("4 readers of a %d-byte file fetched %d bytes, want each block fetched once", len(data), n)
 	}
 }
 
@@ -430,5 +430,199 @@ func TestSemanticsPrefixRestriction(t *testing.T) {
 	}
 	if _, ok := c.Object("home/alice/new.txt"); !ok {
 		t.Errorf("write landed elsewhere: %q", c.Keys())
+	}
+}
+
+func TestSemanticsReadaheadBoundaries(t *testing.T) {
+	c := s3fake.New("bkt")
+	size := 37*testBlock + 5
+	data := randBytes(size, 9)
+	c.PutDirect("ra", data)
+	mnt := mountFake(t, c, nil)
+	// Read sizes that cross block and window boundaries in every phase.
+	for _, step := range []int{1, testBlock - 1, testBlock + 1, 3*testBlock + 7, 1 << 20} {
+		f, err := os.Open(filepath.Join(mnt, "ra"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := make([]byte, 0, size)
+		buf := make([]byte, step)
+		for {
+			n, err := f.Read(buf)
+			got = append(got, buf[:n]...)
+			if err != nil || n == 0 {
+				break
+			}
+		}
+		f.Close()
+		if !bytes.Equal(got, data) {
+			t.Errorf("reading in steps of %d bytes: got %d bytes, differing from the object", step, len(got))
+		}
+	}
+}
+
+func TestSemanticsSequentialReadFetchesEachByteOnce(t *testing.T) {
+	c := s3fake.New("bkt")
+	size := 300 * testBlock // 18.75 MiB: readahead grows through several windows
+	data := randBytes(size, 10)
+	c.PutDirect("seq", data)
+	mnt := mountFake(t, c, nil)
+	got, err := os.ReadFile(filepath.Join(mnt, "seq"))
+	if err != nil || !bytes.Equal(got, data) {
+		t.Fatalf("read: %v, equal=%v", err, bytes.Equal(got, data))
+	}
+	if n := c.BytesOut(); n != int64(size) {
+		t.Errorf("a sequential read fetched %d bytes of a %d-byte object, want each once", n, size)
+	}
+	// Readahead merges blocks into larger GETs.
+	if n := c.Calls("GetObject"); n >= 300 {
+		t.Errorf("%d GETs for 300 blocks: readahead did not merge blocks into runs", n)
+	}
+}
+
+func TestSemanticsRandomReadsFetchLittle(t *testing.T) {
+	c := s3fake.New("bkt")
+	size := 400 * testBlock
+	data := randBytes(size, 11)
+	c.PutDirect("rnd", data)
+	mnt := mountFake(t, c, nil)
+	f, err := os.Open(filepath.Join(mnt, "rnd"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	rng := rand.New(rand.NewSource(12))
+	const readSize = 16 * testBlock // 1 MiB
+	buf := make([]byte, readSize)
+	read := 0
+	for i := 0; i < 20; i++ {
+		off := rng.Int63n(int64(size - readSize))
+		n, err := f.ReadAt(buf, off)
+		if err != nil || !bytes.Equal(buf[:n], data[off:off+int64(n)]) {
+			t.Fatalf("ReadAt(%d): %d, %v", off, n, err)
+		}
+		read += n
+	}
+	if ratio := float64(c.BytesOut()) / float64(read); ratio > 2 {
+		t.Errorf("random 1 MiB reads fetched %.2f bytes per byte read, want ≤ 2", ratio)
+	}
+}
+
+func TestSemanticsCacheBoundUnderLargerWorkload(t *testing.T) {
+	c := s3fake.New("bkt")
+	size := 200 * testBlock
+	data := randBytes(size, 13)
+	c.PutDirect("big", data)
+	const bound = 16 * testBlock
+	blocks, err := cache.NewBlocks(bound, testBlock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mnt := mountFake(t, c, func(cfg *Config) { cfg.Blocks = blocks })
+	for pass := 0; pass < 2; pass++ {
+		got, err := os.ReadFile(filepath.Join(mnt, "big"))
+		if err != nil || !bytes.Equal(got, data) {
+			t.Fatalf("pass %d: %v, equal=%v", pass, err, bytes.Equal(got, data))
+		}
+	}
+	blocks.Wait()
+	info, err := c.Head(t.Context(), "big")
+	if err != nil {
+		t.Fatal(err)
+	}
+	held := 0
+	for i := int64(0); i < 200; i++ {
+		if b, ok := blocks.Get(cache.BlockKey{Bucket: "bkt", Key: "big", ETag: info.ETag, Index: i}); ok {
+			held += len(b)
+		}
+	}
+	if held > bound || held == 0 {
+		t.Errorf("cache holds %d bytes after reading %d, want 0 < held ≤ %d", held, 2*size, bound)
+	}
+}
+
+func TestSemanticsObjectChangedWhileOpenGivesESTALE(t *testing.T) {
+	c := s3fake.New("bkt")
+	c.PutDirect("moving", randBytes(50*testBlock, 14))
+	mnt := mountFake(t, c, nil)
+	f, err := os.Open(filepath.Join(mnt, "moving"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	buf := make([]byte, testBlock)
+	if _, err := f.ReadAt(buf, 0); err != nil {
+		t.Fatal(err)
+	}
+	c.PutDirect("moving", randBytes(50*testBlock, 15))
+	_, err = f.ReadAt(buf, 40*testBlock)
+	if !errors.Is(err, syscall.ESTALE) {
+		t.Errorf("read of a changed object: %v, want ESTALE", err)
+	}
+}
+
+func TestSemanticsSetattrTimesSurviveTheTTL(t *testing.T) {
+	c := s3fake.New("bkt")
+	mnt := mountFake(t, c, func(cfg *Config) { cfg.Meta = cache.NewMeta(50*time.Millisecond, 100, nil) })
+	p := filepath.Join(mnt, "touched")
+	if err := os.WriteFile(p, []byte("x"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	when := time.Date(2001, 1, 1, 0, 0, 0, 0, time.UTC)
+	if err := os.Chtimes(p, when, when); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(p, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(150 * time.Millisecond) // past the TTL: attributes are refetched
+	st, err := os.Stat(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !st.ModTime().Equal(when) || st.Mode().Perm() != 0o600 {
+		t.Errorf("after the TTL: mtime %v mode %v, want %v and 0600", st.ModTime(), st.Mode().Perm(), when)
+	}
+}
+
+func TestPartSizesHoldFiveTiB(t *testing.T) {
+	for _, base := range []int64{5 << 20, 8 << 20, 64 << 20} {
+		var total int64
+		for n := int32(1); n <= maxParts; n++ {
+			p := partSizeOf(base, n)
+			if p < base || p > maxPartSize {
+				t.Fatalf("base %d: part %d has size %d", base, n, p)
+			}
+			total += p
+		}
+		if total < maxObjectSize {
+			t.Errorf("base %d: 10,000 parts hold %d bytes, less than 5 TiB", base, total)
+		}
+	}
+	if partSizeOf(5<<20, 500) != 5<<20 || partSizeOf(5<<20, 501) != 10<<20 {
+		t.Error("the part size does not double after 500 parts")
+	}
+}
+
+func TestSemanticsWritePartsGrow(t *testing.T) {
+	c := s3fake.New("bkt")
+	// Double the part size after every part instead of every 500.
+	mnt := mountFake(t, c, func(cfg *Config) { cfg.PartGrowth = 1 })
+	data := randBytes(36<<20, 21) // 5 + 10 + 20 MiB parts, then 1 MiB
+	f, err := os.Create(filepath.Join(mnt, "grow"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.Write(data); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := c.Object("grow"); !bytes.Equal(got, data) {
+		t.Fatal("object differs")
+	}
+	if n := c.Calls("UploadPart"); n != 4 {
+		t.Errorf("UploadPart ×%d, want 4 (5, 10, 20 and 1 MiB)", n)
 	}
 }

@@ -2,23 +2,36 @@ package fs
 
 // The read path.
 //
-// A file is read in blocks of BlockSize bytes; block i covers bytes
-// [i×BlockSize, (i+1)×BlockSize) and is fetched with one ranged GET whose
-// response must carry the ETag pinned at open (else ESTALE). Blocks live in
-// the shared cache.Blocks keyed by bucket, key, ETag and i; concurrent
-// readers of one block share one GET.
+// Blocks. A file is read in blocks of BlockSize bytes: block i holds bytes
+// [i×BlockSize, (i+1)×BlockSize). Blocks live in the one shared
+// cache.Blocks, keyed by bucket, key, ETag and i, so a changed object never
+// serves old bytes; every GET must answer with the ETag pinned at open,
+// else the read fails with ESTALE. A block wanted by several readers at
+// once is fetched once (cache.Flight).
 //
-// Readahead: a read that starts where the previous one ended (within one
-// block) counts as sequential; each sequential read makes sure the next
-// 2×DownloadThreads blocks are being fetched, DownloadThreads at a time for
-// this handle (and 4×DownloadThreads across the mount). Prefetched blocks
-// are held by the handle as futures until read or passed, so a cache that
-// declines a block (ristretto's admission) costs no second GET. A random
-// read fetches only the blocks it touches.
+// Runs. Missing blocks that are next to each other are fetched with one
+// ranged GET (a run) whose body is cut into blocks as it streams in, so the
+// first block of a run is readable before the last has arrived.
+//
+// Readahead. Each handle tracks how many bytes it has read contiguously (its
+// streak; reads up to one block out of order, as the kernel's parallel
+// readahead sends them, still count). Once the streak passes seqThreshold
+// (more than a typical random read, so random 1 MiB reads fetch only the
+// blocks they touch), the handle keeps a window of bytes requested ahead of
+// the reader: it starts at minWindow and doubles each time the reader has
+// used half of it, up to DownloadThreads × maxRequest. The window is split
+// into runs of window/DownloadThreads bytes (at least a block, at most
+// maxRequest), at most DownloadThreads of them in flight for the handle and
+// 4 × DownloadThreads across the mount. A read that jumps elsewhere resets
+// the streak and the window. Blocks fetched ahead are held by the handle
+// until read or passed, so a cache that declines them (ristretto admission)
+// costs no second GET.
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"io"
 	"sync"
 	"syscall"
 
@@ -28,24 +41,41 @@ import (
 	"github.com/s3mount/s3mount/s3backend"
 )
 
-// future is a block being fetched ahead of the reader.
-type future struct {
-	done chan struct{}
-	data []byte
-	err  error
-}
+const (
+	// maxRequest is the largest ranged GET of readahead, in bytes: the size
+	// at which one request's overhead stops mattering (FIELD-NOTES: 8 × 8 MiB
+	// GETs reach the loopback ceiling).
+	maxRequest = 8 << 20
+	// minWindow is the first readahead window, in bytes.
+	minWindow = 1 << 20
+	// seqThreshold is how many contiguous bytes a handle reads before
+	// readahead starts.
+	seqThreshold = 2 << 20
+)
 
-// reader reads one version of one object.
+// reader reads one version (ETag) of one object.
 type reader struct {
 	fsys *FS
 	key  string
 	etag string
 	size int64
 
-	mu      sync.Mutex
-	next    int64             // guarded by mu; offset after the last read
-	pending map[int64]*future // guarded by mu; block index → prefetch
-	slots   chan struct{}     // GETs in flight for this handle; made lazily under mu
+	mu     sync.Mutex
+	next   int64                   // guarded by mu; offset after the furthest read
+	streak int64                   // guarded by mu; contiguous bytes read ending at next
+	window int64                   // guarded by mu; readahead bytes, 0 when not sequential
+	ahead  int64                   // guarded by mu; readahead requested up to here
+	held   map[int64]*cache.Flight // guarded by mu; blocks fetched ahead, not yet passed
+	slots  chan struct{}           // this handle's readahead GETs in flight
+}
+
+func newReader(fsys *FS, key, etag string, size int64) *reader {
+	return &reader{fsys: fsys, key: key, etag: etag, size: size, held: map[int64]*cache.Flight{},
+		slots: make(chan struct{}, fsys.cfg.DownloadThreads)}
+}
+
+func (r *reader) blockKey(i int64) cache.BlockKey {
+	return cache.BlockKey{Bucket: r.fsys.client.Bucket(), Key: r.key, ETag: r.etag, Index: i}
 }
 
 // read fills dest from off. It returns fewer bytes only at end of file.
@@ -58,16 +88,58 @@ func (r *reader) read(ctx context.Context, dest []byte, off int64) (fuse.ReadRes
 	first, last := off/bs, (end-1)/bs
 
 	r.mu.Lock()
-	sequential := (off == 0 && r.next == 0) || (r.next > 0 && off >= r.next-bs && off <= r.next+bs)
-	r.next = end
-	if sequential {
-		r.prefetchLocked(last + 1)
+	if r.next > 0 && off >= r.next-bs && off <= r.next+bs {
+		if end > r.next {
+			r.streak += end - r.next
+			r.next = end
+		}
+	} else {
+		r.streak, r.next, r.window, r.ahead = end-off, end, 0, 0
+		clear(r.held)
+	}
+	flights := make([]*cache.Flight, 0, last-first+1)
+	var runs [][]*cache.Flight
+	var runStart []int64
+	for i := first; i <= last; i++ {
+		f, claimed := r.acquireLocked(i)
+		if claimed {
+			if n := len(runs); n > 0 && runStart[n-1]+int64(len(runs[n-1])) == i {
+				runs[n-1] = append(runs[n-1], f)
+			} else {
+				runs, runStart = append(runs, []*cache.Flight{f}), append(runStart, i)
+			}
+		}
+		flights = append(flights, f)
+	}
+	for j := range runs {
+		go r.fetchRun(runStart[j], runs[j], false)
+	}
+	if r.streak >= seqThreshold {
+		r.readaheadLocked(end)
+	}
+	for j := range r.held {
+		if j < first {
+			delete(r.held, j)
+		}
 	}
 	r.mu.Unlock()
 
 	n := 0
-	for i := first; i <= last; i++ {
-		data, err := r.block(ctx, i)
+	for j, f := range flights {
+		i := first + int64(j)
+		data, err := r.wait(ctx, f)
+		if err != nil && !errors.Is(err, s3backend.ErrChanged) && ctx.Err() == nil {
+			// A failed readahead is retried once by the reader itself.
+			r.fsys.log.Debug("read: retrying block", "key", r.key, "block", i, "err", err)
+			r.mu.Lock()
+			delete(r.held, i)
+			f, claimed := r.acquireLocked(i)
+			r.mu.Unlock()
+			if claimed {
+				go r.fetchRun(i, []*cache.Flight{f}, false)
+			}
+			data, err = r.wait(ctx, f)
+		}
 		if err != nil {
 			return nil, errno(err)
 		}
@@ -82,85 +154,106 @@ func (r *reader) read(ctx context.Context, dest []byte, off int64) (fuse.ReadRes
 	return fuse.ReadResultData(dest[:n]), 0
 }
 
-// block returns block i from a prefetch, the cache, or a GET.
-func (r *reader) block(ctx context.Context, i int64) ([]byte, error) {
-	r.mu.Lock()
-	fut := r.pending[i]
-	for j := range r.pending {
-		if j < i {
-			delete(r.pending, j)
-		}
+func (r *reader) wait(ctx context.Context, f *cache.Flight) ([]byte, error) {
+	select {
+	case <-f.Done():
+		return f.Result()
+	case <-ctx.Done():
+		return nil, context.Canceled
 	}
-	r.mu.Unlock()
-	if fut != nil {
-		select {
-		case <-fut.done:
-		case <-ctx.Done():
-			return nil, ctx.Err()
-		}
-		if fut.err == nil {
-			return fut.data, nil
-		}
-		// A failed prefetch is retried by the reader itself.
-		r.mu.Lock()
-		if r.pending[i] == fut {
-			delete(r.pending, i)
-		}
-		r.mu.Unlock()
-	}
-	return r.fetch(i)
 }
 
-// fetch gets block i through the shared cache, coalescing with any other
-// reader of the same block. The GET is not tied to one caller's context,
-// since other callers may be waiting for it.
-func (r *reader) fetch(i int64) ([]byte, error) {
+// acquireLocked returns block i's flight: held, cached, in flight elsewhere,
+// or newly claimed (claimed true: the caller must start its fetch).
+func (r *reader) acquireLocked(i int64) (*cache.Flight, bool) {
+	if f := r.held[i]; f != nil {
+		return f, false
+	}
+	data, f, claimed := r.fsys.blocks.Acquire(r.blockKey(i))
+	if data != nil {
+		f = cache.Ready(data)
+	}
+	return f, claimed
+}
+
+// readaheadLocked keeps the window of requested bytes ahead of end.
+func (r *reader) readaheadLocked(end int64) {
 	bs := r.fsys.cfg.BlockSize
-	k := cache.BlockKey{Bucket: r.fsys.client.Bucket(), Key: r.key, ETag: r.etag, Index: i}
-	return r.fsys.blocks.GetOrFetch(k, func() ([]byte, error) {
-		off := i * bs
-		want := min(bs, r.size-off)
-		buf := make([]byte, want)
-		r.fsys.downloads <- struct{}{}
-		got, err := r.fsys.client.ReadRange(context.Background(), r.key, r.etag, off, buf)
-		<-r.fsys.downloads
+	threads := int64(r.fsys.cfg.DownloadThreads)
+	maxWindow := max(minWindow, min(threads*maxRequest, r.fsys.maxWindow))
+	alignedEnd := (end + bs - 1) / bs * bs
+	if r.ahead < alignedEnd {
+		r.ahead = alignedEnd
+	}
+	switch {
+	case r.window == 0:
+		r.window = minWindow
+	case r.ahead-end >= r.window/2:
+		return // still half a window ahead
+	default:
+		r.window = min(2*r.window, maxWindow)
+	}
+	target := min(end+r.window, r.size)
+	chunk := max(bs, min(r.window/threads, maxRequest)/bs*bs)
+	for r.ahead < target {
+		a := r.ahead / bs
+		nb := min(chunk, target-r.ahead+bs-1) / bs
+		nb = max(nb, 1)
+		var run []*cache.Flight
+		runStart := a
+		for i := a; i < a+nb; i++ {
+			f, claimed := r.acquireLocked(i)
+			r.held[i] = f
+			if claimed {
+				if len(run) == 0 {
+					runStart = i
+				} else if runStart+int64(len(run)) != i {
+					go r.fetchRun(runStart, run, true)
+					run, runStart = nil, i
+				}
+				run = append(run, f)
+			}
+		}
+		if len(run) > 0 {
+			go r.fetchRun(runStart, run, true)
+		}
+		r.ahead += nb * bs
+	}
+}
+
+// fetchRun fetches the consecutive blocks from block a with one ranged GET
+// and finishes their flights as the body streams in. Readahead runs take
+// one of the handle's slots; every run takes one of the mount's.
+func (r *reader) fetchRun(a int64, flights []*cache.Flight, readahead bool) {
+	if readahead {
+		r.slots <- struct{}{}
+		defer func() { <-r.slots }()
+	}
+	r.fsys.downloads <- struct{}{}
+	defer func() { <-r.fsys.downloads }()
+	bs := r.fsys.cfg.BlockSize
+	off := a * bs
+	n := min(int64(len(flights))*bs, r.size-off)
+	body, err := r.fsys.client.OpenRange(context.Background(), r.key, r.etag, off, n)
+	if body != nil {
+		defer body.Close()
+	}
+	for j, f := range flights {
+		i := a + int64(j)
 		if err != nil {
-			return nil, err
-		}
-		if int64(got) != want {
-			return nil, fmt.Errorf("%s: got %d of %d bytes at %d: %w", r.key, got, want, off, s3backend.ErrChanged)
-		}
-		return buf, nil
-	})
-}
-
-// prefetchLocked starts fetches of the blocks from `from` on, up to the
-// readahead window, that are neither pending nor cached.
-func (r *reader) prefetchLocked(from int64) {
-	bs := r.fsys.cfg.BlockSize
-	threads := r.fsys.cfg.DownloadThreads
-	if r.slots == nil {
-		r.slots = make(chan struct{}, threads)
-	}
-	lastBlock := (r.size - 1) / bs
-	for i := from; i < from+int64(2*threads) && i <= lastBlock; i++ {
-		if _, ok := r.pending[i]; ok {
+			r.fsys.blocks.Finish(r.blockKey(i), f, nil, err)
 			continue
 		}
-		k := cache.BlockKey{Bucket: r.fsys.client.Bucket(), Key: r.key, ETag: r.etag, Index: i}
-		if data, ok := r.fsys.blocks.Get(k); ok {
-			r.pending[i] = &future{done: closedChan, data: data}
+		want := min(bs, r.size-i*bs)
+		buf := make([]byte, want)
+		if _, rerr := io.ReadFull(body, buf); rerr != nil {
+			err = rerr
+			if rerr == io.EOF || rerr == io.ErrUnexpectedEOF {
+				err = fmt.Errorf("%s: object ends before byte %d: %w", r.key, i*bs+want, s3backend.ErrChanged)
+			}
+			r.fsys.blocks.Finish(r.blockKey(i), f, nil, err)
 			continue
 		}
-		fut := &future{done: make(chan struct{})}
-		r.pending[i] = fut
-		go func(i int64) {
-			r.slots <- struct{}{}
-			fut.data, fut.err = r.fetch(i)
-			<-r.slots
-			close(fut.done)
-		}(i)
+		r.fsys.blocks.Finish(r.blockKey(i), f, buf, nil)
 	}
 }
-
-var closedChan = func() chan struct{} { c := make(chan struct{}); close(c); return c }()

@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -13,6 +15,7 @@ import (
 
 	gofs "github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
+	"golang.org/x/sys/unix"
 
 	"github.com/s3mount/s3mount/cache"
 	"github.com/s3mount/s3mount/s3backend"
@@ -30,6 +33,9 @@ type Config struct {
 	DownloadThreads   int   // GETs in flight ahead of one sequential reader
 	PartSize          int64 // multipart part size, ≥ 5 MiB
 	UploadConcurrency int   // parts of one file in flight
+	// PartGrowth: the part size doubles every PartGrowth parts; 0 means
+	// 500 (see partGrowth). Tests set it low to exercise growth.
+	PartGrowth int32
 
 	UID, GID          uint32
 	FileMode, DirMode uint32 // permission bits only
@@ -50,6 +56,9 @@ type FS struct {
 	downloads chan struct{}
 	// bufs recycles part buffers of PartSize bytes.
 	bufs sync.Pool
+	// maxWindow caps one handle's readahead, in bytes: a quarter of the
+	// block cache, so that readahead never evicts what it fetched.
+	maxWindow int64
 	// mounted is when the mount started: the mtime of directories without
 	// a marker.
 	mounted time.Time
@@ -60,9 +69,12 @@ func New(cfg Config) (*FS, *Dir) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
+	if cfg.PartGrowth <= 0 {
+		cfg.PartGrowth = partGrowth
+	}
 	f := &FS{cfg: cfg, client: cfg.Client, blocks: cfg.Blocks, meta: cfg.Meta, log: cfg.Logger,
 		hidden: hiddenKeys{log: cfg.Logger}, downloads: make(chan struct{}, 4*cfg.DownloadThreads),
-		mounted: time.Now()}
+		mounted: time.Now(), maxWindow: max(cfg.BlockSize, cfg.Blocks.MaxBytes()/4)}
 	f.bufs.New = func() any { b := make([]byte, 0, cfg.PartSize); return &b }
 	root := &Dir{fsys: f, path: strings.TrimSuffix(cfg.Prefix, "/")}
 	return f, root
@@ -80,16 +92,31 @@ type MountConfig struct {
 	Debug bool
 }
 
+// Root is what Mount serves: the root *Dir of one bucket (New) or the
+// all-buckets root *Buckets (NewBuckets).
+type Root interface {
+	gofs.InodeEmbedder
+	// rootConfig is the Config whose UID, GID, ReadOnly and Logger the
+	// mount uses.
+	rootConfig() *Config
+}
+
+func (d *Dir) rootConfig() *Config { return &d.fsys.cfg }
+
 // Mount mounts root at mountpoint and returns once the kernel has finished
 // FUSE_INIT, so that the mount answers. The caller serves until
 // server.Wait returns.
-func Mount(mountpoint string, root *Dir, mc MountConfig) (*fuse.Server, error) {
+func Mount(mountpoint string, root Root, mc MountConfig) (*fuse.Server, error) {
+	rc := root.rootConfig()
 	st, err := os.Stat(mountpoint)
 	if err != nil {
 		return nil, fmt.Errorf("mountpoint %s: %w", mountpoint, errors.Unwrap(err))
 	}
 	if !st.IsDir() {
 		return nil, fmt.Errorf("mountpoint %s is not a directory", mountpoint)
+	}
+	if err := CheckNotMounted(mountpoint); err != nil {
+		return nil, err
 	}
 	ttl := mc.TTL
 	opts := &gofs.Options{
@@ -107,17 +134,37 @@ func Mount(mountpoint string, root *Dir, mc MountConfig) (*fuse.Server, error) {
 		EntryTimeout:    &ttl,
 		AttrTimeout:     &ttl,
 		NegativeTimeout: &ttl,
-		UID:             root.fsys.cfg.UID,
-		GID:             root.fsys.cfg.GID,
+		UID:             rc.UID,
+		GID:             rc.GID,
 	}
-	if root.fsys.cfg.ReadOnly {
+	if rc.ReadOnly {
 		opts.MountOptions.Options = append(opts.MountOptions.Options, "ro")
 	}
 	server, err := gofs.Mount(mountpoint, root, opts)
 	if err != nil {
 		return nil, fmt.Errorf("mounting at %s: %w", mountpoint, err)
 	}
+	if err := raiseReadahead(mountpoint, readaheadKB); err != nil {
+		rc.Logger.Debug("kernel readahead left at its default", "err", err)
+	}
 	return server, nil
+}
+
+// readaheadKB is the kernel readahead asked for each mount: 1 MiB, the
+// largest FUSE request (max_pages 256). The kernel offers FUSE only 128 KiB
+// at FUSE_INIT (VM_READAHEAD_PAGES), so it is raised afterwards through
+// the mount's backing device, which needs root.
+const readaheadKB = 1024
+
+// raiseReadahead sets /sys/class/bdi/MAJOR:MINOR/read_ahead_kb of the
+// mount (Documentation/ABI/testing/sysfs-class-bdi).
+func raiseReadahead(mountpoint string, kb int) error {
+	var st unix.Stat_t
+	if err := unix.Stat(mountpoint, &st); err != nil {
+		return err
+	}
+	p := fmt.Sprintf("/sys/class/bdi/%d:%d/read_ahead_kb", unix.Major(st.Dev), unix.Minor(st.Dev))
+	return os.WriteFile(p, []byte(fmt.Sprintf("%d\n", kb)), 0)
 }
 
 // errno turns an error from s3backend into the errno of a FUSE reply.
@@ -187,4 +234,55 @@ func (f *FS) dirAttr(out *fuse.Attr, mtime time.Time) {
 	out.Size = 4096
 	out.Blksize = 4096
 	out.SetTimes(nil, &mtime, &mtime)
+}
+
+// CheckNotMounted returns an error when something is already mounted at
+// mountpoint (per /proc/self/mountinfo, proc(5)), so that a second mount is
+// not stacked on the first.
+func CheckNotMounted(mountpoint string) error {
+	abs, err := filepath.Abs(mountpoint)
+	if err != nil {
+		return err
+	}
+	if r, err := filepath.EvalSymlinks(abs); err == nil {
+		abs = r
+	}
+	data, err := os.ReadFile("/proc/self/mountinfo")
+	if err != nil {
+		return nil // no way to tell: let the mount itself decide
+	}
+	for _, line := range strings.Split(string(data), "\n") {
+		fields := strings.Fields(line)
+		if len(fields) < 5 || unescapeMountinfo(fields[4]) != abs {
+			continue
+		}
+		fstype := "?"
+		for i, f := range fields {
+			if f == "-" && i+1 < len(fields) {
+				fstype = fields[i+1]
+			}
+		}
+		return fmt.Errorf("mountpoint %s is already mounted (%s): unmount it first (fusermount3 -u %s)", mountpoint, fstype, mountpoint)
+	}
+	return nil
+}
+
+// unescapeMountinfo undoes the octal escapes (\040 for space) of
+// /proc/self/mountinfo paths.
+func unescapeMountinfo(s string) string {
+	if !strings.Contains(s, "\\") {
+		return s
+	}
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		if s[i] == '\\' && i+3 < len(s) {
+			if n, err := strconv.ParseUint(s[i+1:i+4], 8, 8); err == nil {
+				b.WriteByte(byte(n))
+				i += 3
+				continue
+			}
+		}
+		b.WriteByte(s[i])
+	}
+	return b.String()
 }

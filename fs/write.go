@@ -5,7 +5,8 @@ package fs
 // A writable handle rewrites its file from empty: it accepts writes at the
 // current end of what it has written (sequential writes of a new file, of a
 // file opened with O_TRUNC, or of an empty file). Bytes gather in a buffer
-// of PartSize bytes; a full buffer becomes a part: the first one starts a
+// of PartSize bytes (doubling every 500 parts, see partGrowth); a full
+// buffer becomes a part: the first one starts a
 // multipart upload (CreateMultipartUpload) and each part goes out with
 // UploadPart while the program keeps writing, at most UploadConcurrency
 // parts at a time (a write waits for a free slot), so memory stays under
@@ -24,7 +25,7 @@ package fs
 // Refused until in-place writes land (ENOTSUP, logged): writes anywhere but
 // the end of what the handle wrote, writes to a non-empty file opened
 // without O_TRUNC, truncation to a size other than 0 or the current one.
-// Past 10,000 parts a write answers EFBIG.
+// Past S3's 5 TiB object limit a write answers EFBIG.
 
 import (
 	"context"
@@ -39,8 +40,32 @@ import (
 	"github.com/s3mount/s3mount/s3backend"
 )
 
-// maxParts is S3's part count limit (Amazon S3 User Guide, multipart limits).
-const maxParts = 10000
+// S3's multipart limits (Amazon S3 User Guide, "Amazon S3 multipart upload
+// limits").
+const (
+	maxParts      = 10000
+	maxPartSize   = 5 << 30
+	maxObjectSize = 5 << 40
+	// partGrowth: the part size doubles every partGrowth parts (up to
+	// maxPartSize), so that with any part size of at least 5 MiB the
+	// 10,000 parts hold S3's 5 TiB object limit: 500 parts each of 5 MiB
+	// × 2^0..2^9 make 2.5 TiB, and the 5,000 parts after them are 5 GiB.
+	partGrowth = 500
+)
+
+// partSizeOf returns the size of part n (1-based) for a base part size,
+// doubling every partGrowth parts.
+func partSizeOf(base int64, n int32) int64 {
+	return partSizeGrowing(base, n, partGrowth)
+}
+
+func partSizeGrowing(base int64, n, growth int32) int64 {
+	size := base
+	for i := int32(1); i <= (n-1)/growth && size < maxPartSize; i++ {
+		size *= 2
+	}
+	return min(size, maxPartSize)
+}
 
 // writer is the write side of one handle.
 type writer struct {
@@ -132,6 +157,10 @@ func (w *writer) write(data []byte, off int64) (uint32, syscall.Errno) {
 			"key", w.file.key, "offset", off, "written", w.size, "replacing", w.replacing)
 		return 0, syscall.ENOTSUP
 	}
+	if off+int64(len(data)) > maxObjectSize {
+		w.fsys.log.Warn("write refused: past S3's 5 TiB object limit", "key", w.file.key, "offset", off)
+		return 0, syscall.EFBIG
+	}
 	w.dirty = true
 	n := 0
 	for n < len(data) {
@@ -140,7 +169,7 @@ func (w *writer) write(data []byte, off int64) (uint32, syscall.Errno) {
 		w.buf = w.buf[:len(w.buf)+c]
 		n += c
 		w.size += int64(c)
-		if int64(len(w.buf)) == w.fsys.cfg.PartSize {
+		if int64(len(w.buf)) == w.partSize(w.nextPart) {
 			if en := w.sendPartLocked(); en != 0 {
 				return uint32(n), en
 			}
@@ -155,19 +184,24 @@ func (w *writer) growLocked(more int) {
 	if len(w.buf) < cap(w.buf) {
 		return
 	}
-	part := int(w.fsys.cfg.PartSize)
-	if w.buf == nil && w.nextPart > 1 {
+	part := int(w.partSize(w.nextPart))
+	if w.buf == nil && w.nextPart > 1 && part == int(w.fsys.cfg.PartSize) {
 		w.buf = w.getBuf()
 		return
 	}
 	c := min(max(2*cap(w.buf), len(w.buf)+more, 64<<10), part)
-	if c == part && len(w.buf) == 0 {
+	if c == part && len(w.buf) == 0 && part == int(w.fsys.cfg.PartSize) {
 		w.buf = w.getBuf()
 		return
 	}
 	nb := make([]byte, len(w.buf), c)
 	copy(nb, w.buf)
 	w.buf = nb
+}
+
+// partSize is the size of part n of this upload.
+func (w *writer) partSize(n int32) int64 {
+	return partSizeGrowing(w.fsys.cfg.PartSize, n, w.fsys.cfg.PartGrowth)
 }
 
 func (w *writer) getBuf() []byte {
@@ -185,7 +219,7 @@ func (w *writer) putBuf(b []byte) {
 // background. It waits for a free slot, which bounds memory.
 func (w *writer) sendPartLocked() syscall.Errno {
 	if w.nextPart > maxParts {
-		return syscall.EFBIG
+		return syscall.EFBIG // unreachable below maxObjectSize; see partGrowth
 	}
 	if w.uploadID == "" {
 		id, err := w.fsys.client.CreateMultipart(context.Background(), w.file.key)

@@ -13,6 +13,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 )
 
@@ -31,17 +32,26 @@ const (
 // Options is everything that shapes one mount. Sizes are bytes, durations
 // are time.Duration. Default() is the only source of default values.
 type Options struct {
-	// Bucket is the bucket to mount. Required.
+	// Bucket is the bucket to mount. Empty: every bucket the credentials
+	// can list, each a directory at the mount's root (SOURCE "s3://", or a
+	// connection without a bucket).
 	Bucket string
 	// Prefix restricts the mount to keys under it. Empty, or a key prefix
 	// ending in "/" (normalised by ParseSource), such as "home/alice/".
+	// Needs a Bucket.
 	Prefix string
+	// Connection is the name of the named connection the mount was made
+	// from (see LoadConnections); "" for none. It is the filesystem name
+	// that mount(8) and df(1) show.
+	Connection string
 
 	// EndpointURL overrides the S3 endpoint (e.g. http://127.0.0.1:7070).
 	// Empty: the SDK's standard resolution (AWS_ENDPOINT_URL_S3, config, AWS).
 	EndpointURL string
-	// Region is the bucket's region. Empty: the SDK's chain (AWS_REGION,
-	// profile), then us-east-1.
+	// Region is the bucket's region. Empty: detected with
+	// GetBucketLocation when a bucket is set, falling back on the SDK's
+	// chain (AWS_REGION, profile), then us-east-1. It is also the region
+	// new buckets are created in (all-buckets mounts).
 	Region string
 	// ForcePathStyle sends requests as ENDPOINT/BUCKET/KEY instead of
 	// BUCKET.ENDPOINT/KEY. Default false.
@@ -54,6 +64,29 @@ type Options struct {
 	// SecretAccessKeyFile is a file whose first line is the secret access key.
 	// It must not be readable by group or others.
 	SecretAccessKeyFile string
+	// SecretAccessKey is a secret given inline in a connection file (whose
+	// mode LoadConnections checks); never from the command line.
+	SecretAccessKey Secret
+
+	// Auth is how credentials are found: AuthAccessKey, AuthIAMRole or
+	// AuthDefault. Empty: AuthIAMRole when RoleARN is set, AuthAccessKey
+	// when AccessKeyID is, else AuthDefault (see EffectiveAuth).
+	Auth string
+	// RoleARN is the IAM role assumed with STS AssumeRole (iam-role auth);
+	// the caller is the access key when one is set, else the AWS chain.
+	RoleARN string
+	// ExternalID is sent with AssumeRole when not empty (the role's trust
+	// policy names it).
+	ExternalID string
+	// RoleSessionName names the role session. Default "s3mount".
+	RoleSessionName string
+	// SessionDuration is the lifetime asked of AssumeRole. 0: STS's
+	// default (the SDK asks for 15 minutes). Credentials are refreshed
+	// before they expire.
+	SessionDuration time.Duration
+	// STSEndpointURL overrides the STS endpoint. Empty: the SDK's standard
+	// settings (AWS_ENDPOINT_URL_STS, the profile's services section, AWS).
+	STSEndpointURL string
 
 	// DownloadThreads is the number of ranged GETs in flight ahead of one
 	// sequential reader. Default 8.
@@ -106,15 +139,46 @@ func Default() Options {
 		FileMode:          0o644,
 		DirMode:           0o755,
 		LogLevel:          "info",
+		RoleSessionName:   "s3mount",
 	}
 }
 
+// The values of Options.Auth (and of auth in a connection file).
+const (
+	AuthAccessKey = "access-key"
+	AuthIAMRole   = "iam-role"
+	AuthDefault   = "default"
+)
+
+// EffectiveAuth is Auth, or what the other fields imply when it is empty.
+func (o *Options) EffectiveAuth() string {
+	switch {
+	case o.Auth != "":
+		return o.Auth
+	case o.RoleARN != "":
+		return AuthIAMRole
+	case o.AccessKeyID != "":
+		return AuthAccessKey
+	}
+	return AuthDefault
+}
+
+// IsBucketSource reports whether a mount SOURCE is written as a bucket
+// source ("s3://...", "BUCKET:PATH") rather than a plain word, which may be
+// a connection name or a bucket name.
+func IsBucketSource(src string) bool {
+	return strings.HasPrefix(src, "s3://") || strings.Contains(src, ":")
+}
+
 // ParseSource splits a mount SOURCE into bucket and prefix. Accepted forms:
-// "BUCKET", "BUCKET:/PATH", "BUCKET:PATH" and "s3://BUCKET/PATH". The prefix
-// comes back without a leading "/" and with one trailing "/" ("" for none).
+// "BUCKET", "BUCKET:/PATH", "BUCKET:PATH", "s3://BUCKET/PATH", and "s3://"
+// alone for every bucket (bucket ""). The prefix comes back without a
+// leading "/" and with one trailing "/" ("" for none).
 func ParseSource(src string) (bucket, prefix string, err error) {
 	var path string
 	switch {
+	case src == "s3://":
+		return "", "", nil
 	case strings.HasPrefix(src, "s3://"):
 		rest := strings.TrimPrefix(src, "s3://")
 		bucket, path, _ = strings.Cut(rest, "/")
@@ -126,16 +190,26 @@ func ParseSource(src string) (bucket, prefix string, err error) {
 	if err := ValidateBucketName(bucket); err != nil {
 		return "", "", fmt.Errorf("source %q: %w", src, err)
 	}
-	path = strings.Trim(path, "/")
-	if path != "" {
-		for _, seg := range strings.Split(path, "/") {
-			if seg == "" || seg == "." || seg == ".." {
-				return "", "", fmt.Errorf("source %q: path has an empty, \".\" or \"..\" segment", src)
-			}
-		}
-		path += "/"
+	if prefix, err = NormalizePath(path); err != nil {
+		return "", "", fmt.Errorf("source %q: %w", src, err)
 	}
-	return bucket, path, nil
+	return bucket, prefix, nil
+}
+
+// NormalizePath turns a path inside a bucket ("/home/alice", "home/alice/")
+// into a key prefix ("home/alice/"), "" for none. An empty, "." or ".."
+// segment is an error.
+func NormalizePath(path string) (string, error) {
+	path = strings.Trim(path, "/")
+	if path == "" {
+		return "", nil
+	}
+	for _, seg := range strings.Split(path, "/") {
+		if seg == "" || seg == "." || seg == ".." {
+			return "", fmt.Errorf("path %q has an empty, \".\" or \"..\" segment", path)
+		}
+	}
+	return path + "/", nil
 }
 
 // ValidateBucketName checks the S3 bucket naming rules that matter for
@@ -198,14 +272,51 @@ func (o *Options) Validate() error {
 	bad := func(opt, format string, a ...any) {
 		errs = append(errs, fmt.Errorf("option --%s: %s", opt, fmt.Sprintf(format, a...)))
 	}
-	if err := ValidateBucketName(o.Bucket); err != nil {
-		errs = append(errs, err)
-	}
-	if o.EndpointURL != "" {
-		u, err := url.Parse(o.EndpointURL)
-		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-			bad("endpoint-url", "%q is not an http:// or https:// URL", o.EndpointURL)
+	if o.Bucket != "" {
+		if err := ValidateBucketName(o.Bucket); err != nil {
+			errs = append(errs, err)
 		}
+	} else if o.Prefix != "" {
+		errs = append(errs, fmt.Errorf("a path (%q) needs a bucket", o.Prefix))
+	}
+	for _, u := range []struct{ opt, val string }{{"endpoint-url", o.EndpointURL}, {"sts-endpoint-url", o.STSEndpointURL}} {
+		if u.val == "" {
+			continue
+		}
+		p, err := url.Parse(u.val)
+		if err != nil || (p.Scheme != "http" && p.Scheme != "https") || p.Host == "" {
+			bad(u.opt, "%q is not an http:// or https:// URL", u.val)
+		}
+	}
+	switch auth := o.EffectiveAuth(); auth {
+	case AuthAccessKey:
+		if o.AccessKeyID == "" {
+			bad("access-key-id", "auth %q needs an access key ID", auth)
+		}
+		if o.RoleARN != "" {
+			bad("role-arn", "is for auth %q, not %q", AuthIAMRole, auth)
+		}
+	case AuthIAMRole:
+		if o.RoleARN == "" {
+			bad("role-arn", "auth %q needs a role ARN", auth)
+		} else if !strings.HasPrefix(o.RoleARN, "arn:") {
+			bad("role-arn", "%q is not an ARN (arn:aws:iam::ACCOUNT:role/NAME)", o.RoleARN)
+		}
+	case AuthDefault:
+		if o.AccessKeyID != "" || o.RoleARN != "" {
+			bad("access-key-id", "auth %q takes credentials from the AWS chain: drop access_key_id and role_arn, or choose another auth", auth)
+		}
+	default:
+		bad("auth", "%q is not one of %s, %s, %s", auth, AuthAccessKey, AuthIAMRole, AuthDefault)
+	}
+	if o.ExternalID != "" && o.RoleARN == "" {
+		bad("external-id", "needs a role ARN (--role-arn)")
+	}
+	if o.SessionDuration != 0 && (o.SessionDuration < 15*time.Minute || o.SessionDuration > 12*time.Hour) {
+		bad("session-duration", "%s is outside STS's 15m..12h", o.SessionDuration)
+	}
+	if o.SecretAccessKey != "" && o.SecretAccessKeyFile != "" {
+		bad("secret-access-key-file", "the connection also has secret_access_key: keep one")
 	}
 	if o.DownloadThreads < 1 || o.DownloadThreads > 256 {
 		bad("download-threads", "%d is outside 1..256", o.DownloadThreads)
@@ -242,19 +353,12 @@ func (o *Options) Validate() error {
 	return errors.Join(errs...)
 }
 
-// ReadSecretFile returns the first line of a secret file. The file must be
-// a regular file not readable or writable by group or others (mode 0600 or
-// stricter), so that the secret is never world-readable.
+// ReadSecretFile returns the first line of a secret file. The file must
+// pass CheckSecretFile: a regular file of mode 0600 or stricter, owned by
+// the user or root, so that the secret is never readable by others.
 func ReadSecretFile(path string) (string, error) {
-	st, err := os.Stat(path)
-	if err != nil {
-		return "", fmt.Errorf("secret file: %w", err)
-	}
-	if !st.Mode().IsRegular() {
-		return "", fmt.Errorf("secret file %s is not a regular file", path)
-	}
-	if st.Mode().Perm()&0o077 != 0 {
-		return "", fmt.Errorf("secret file %s has mode %04o: it must be 0600 or stricter", path, st.Mode().Perm())
+	if err := CheckSecretFile(path, "secret file"); err != nil {
+		return "", err
 	}
 	b, err := os.ReadFile(path)
 	if err != nil {
@@ -266,4 +370,36 @@ func ReadSecretFile(path string) (string, error) {
 		return "", fmt.Errorf("secret file %s is empty", path)
 	}
 	return line, nil
+}
+
+// CheckSecretFile refuses a file that holds a secret unless it is a
+// regular file, not readable or writable by group or others (mode 0600 or
+// stricter), and owned by the user running s3mount or by root. what names
+// the file in the error ("secret file", "config file").
+func CheckSecretFile(path, what string) error {
+	st, err := os.Stat(path)
+	if err != nil {
+		return fmt.Errorf("%s: %w", what, err)
+	}
+	if !st.Mode().IsRegular() {
+		return fmt.Errorf("%s %s is not a regular file", what, path)
+	}
+	if st.Mode().Perm()&0o077 != 0 {
+		return fmt.Errorf("%s %s has mode %04o: it holds a secret, so it must be 0600 or stricter (chmod 600 %s)",
+			what, path, st.Mode().Perm(), path)
+	}
+	if sys, ok := st.Sys().(*syscall.Stat_t); ok {
+		if err := checkOwner(sys.Uid, uint32(os.Getuid())); err != nil {
+			return fmt.Errorf("%s %s %w", what, path, err)
+		}
+	}
+	return nil
+}
+
+// checkOwner accepts a secret-holding file owned by self or by root.
+func checkOwner(owner, self uint32) error {
+	if owner == 0 || owner == self {
+		return nil
+	}
+	return fmt.Errorf("is owned by uid %d: it holds a secret, so it must be owned by you (uid %d) or root", owner, self)
 }

@@ -12,7 +12,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"time"
+
+	"github.com/aws/smithy-go"
 )
 
 // ObjectInfo describes one object. Size is in bytes; ETag is as S3 returns
@@ -59,11 +62,12 @@ type Client interface {
 	// List returns one page of ListObjectsV2 under prefix, at most maxKeys
 	// entries (1..1000), continuing from token ("" for the first page).
 	List(ctx context.Context, prefix, delimiter, token string, maxKeys int32) (ListPage, error)
-	// ReadRange fills p with the object's bytes from off (GetObject with a
-	// Range header) and returns how many it read: fewer than len(p) only at
-	// the end of the object. When etag is not empty and the object's ETag
-	// differs, it returns ErrChanged and no bytes.
-	ReadRange(ctx context.Context, key, etag string, off int64, p []byte) (int, error)
+	// OpenRange starts a GetObject of the n bytes from off (Range header)
+	// and returns the body, which holds fewer bytes only at the end of the
+	// object (none when off is at or past it). When etag is not empty and
+	// the object's ETag differs, it returns ErrChanged. The caller closes
+	// the body; a failure while reading it is an *Error too.
+	OpenRange(ctx context.Context, key, etag string, off, n int64) (io.ReadCloser, error)
 	// Put writes a whole object in one PutObject and returns its ETag.
 	Put(ctx context.Context, key string, body []byte, opt PutOptions) (string, error)
 	// CreateMultipart starts a multipart upload and returns its upload ID.
@@ -103,6 +107,8 @@ func Probe(ctx context.Context, c Client, prefix, endpoint string) error {
 		where = "the AWS endpoint"
 	}
 	switch {
+	case errors.Is(err, ErrAssumeRole):
+		return AssumeRoleError(err)
 	case errors.Is(err, ErrNoCredentials):
 		return errors.New("no AWS credentials found: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, AWS_PROFILE, or --access-key-id with --secret-access-key-file")
 	case code == "NoSuchBucket":
@@ -115,4 +121,18 @@ func Probe(ctx context.Context, c Client, prefix, endpoint string) error {
 		return fmt.Errorf("cannot reach the S3 endpoint %s: %v", where, rootCause(e.Err))
 	}
 	return fmt.Errorf("checking s3://%s/%s: %w", c.Bucket(), prefix, err)
+}
+
+// AssumeRoleError says in one line why STS AssumeRole failed: the STS
+// error code and message, or why the endpoint could not be reached.
+func AssumeRoleError(err error) error {
+	why := rootCause(err).Error()
+	var ae smithy.APIError
+	if errors.As(err, &ae) {
+		why = ae.ErrorCode()
+		if m := ae.ErrorMessage(); m != "" {
+			why += ": " + m
+		}
+	}
+	return fmt.Errorf("STS AssumeRole failed (%s): check the role ARN, the external ID and the role's trust policy", why)
 }

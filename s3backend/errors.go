@@ -35,6 +35,11 @@ var (
 	ErrThrottled = errors.New("throttled")
 	// ErrNoCredentials: the AWS credential chain found no credentials.
 	ErrNoCredentials = errors.New("no AWS credentials found")
+	// ErrAssumeRole: STS AssumeRole failed (denied, wrong external ID,
+	// unreachable STS endpoint), so no request can be signed.
+	ErrAssumeRole = errors.New("assuming the IAM role failed")
+	// ErrNotEmpty: BucketNotEmpty, deleting a bucket that holds objects.
+	ErrNotEmpty = errors.New("not empty")
 	// ErrUnavailable: the endpoint cannot be reached, or answers 5xx, after
 	// the SDK's retries.
 	ErrUnavailable = errors.New("service unavailable")
@@ -112,6 +117,13 @@ func classify(op, bucket, key string, err error) *Error {
 	}
 	if strings.Contains(err.Error(), "failed to refresh cached credentials") {
 		e.Kind = ErrNoCredentials
+		// The S3 operation's error wraps the credential provider's,
+		// which for an assumed role is the STS operation's.
+		for u := err; u != nil; u = errors.Unwrap(u) {
+			if oe, ok := u.(*smithy.OperationError); ok && oe.Service() == "STS" {
+				e.Kind = ErrAssumeRole
+			}
+		}
 		return e
 	}
 	switch {
@@ -130,6 +142,8 @@ func classify(op, bucket, key string, err error) *Error {
 		e.Kind = ErrDenied
 	case "PreconditionFailed":
 		e.Kind = ErrPrecondition
+	case "BucketNotEmpty":
+		e.Kind = ErrNotEmpty
 	case "SlowDown", "Throttling", "ThrottlingException", "RequestLimitExceeded", "TooManyRequests":
 		e.Kind = ErrThrottled
 	case "EntityTooLarge":
@@ -170,6 +184,7 @@ func classify(op, bucket, key string, err error) *Error {
 //
 //	ErrNotFound → ENOENT       ErrDenied, ErrNoCredentials → EACCES
 //	ErrPrecondition, ErrChanged → ESTALE (another writer won; see gcsfuse)
+//	ErrAssumeRole → EACCES     ErrNotEmpty → ENOTEMPTY (BucketNotEmpty)
 //	ErrConflict → EEXIST       ErrInvalid → EINVAL    ErrTooLarge → EFBIG
 //	context.Canceled → EINTR   everything else, throttling and 5xx
 //	included → EIO (never ENOENT).
@@ -179,15 +194,18 @@ func ToErrno(err error) syscall.Errno {
 	if err == nil {
 		return 0
 	}
-	var en syscall.Errno
-	if errors.As(err, &en) {
+	// Only an errno passed in as it is counts: one buried in a network
+	// error (ECONNREFUSED, ECONNRESET) is an unreachable endpoint, EIO.
+	if en, ok := err.(syscall.Errno); ok {
 		return en
 	}
 	switch {
 	case errors.Is(err, ErrNotFound):
 		return syscall.ENOENT
-	case errors.Is(err, ErrDenied), errors.Is(err, ErrNoCredentials):
+	case errors.Is(err, ErrDenied), errors.Is(err, ErrNoCredentials), errors.Is(err, ErrAssumeRole):
 		return syscall.EACCES
+	case errors.Is(err, ErrNotEmpty):
+		return syscall.ENOTEMPTY
 	case errors.Is(err, ErrPrecondition), errors.Is(err, ErrChanged):
 		return syscall.ESTALE
 	case errors.Is(err, ErrConflict):

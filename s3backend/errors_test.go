@@ -3,7 +3,9 @@ package s3backend
 import (
 	"context"
 	"errors"
+	"net"
 	"net/http"
+	"os"
 	"syscall"
 	"testing"
 
@@ -54,6 +56,13 @@ func TestToErrno(t *testing.T) {
 	}
 	if got := ToErrno(classify("GetObject", "b", "k", errors.New("weird"))); got != syscall.EIO {
 		t.Errorf("unknown → %v, want EIO", got)
+	}
+	refused := &net.OpError{Op: "dial", Net: "tcp", Err: &os.SyscallError{Syscall: "connect", Err: syscall.ECONNREFUSED}}
+	if got := ToErrno(classify("GetObject", "b", "k", refused)); got != syscall.EIO {
+		t.Errorf("connection refused → %v, want EIO", got)
+	}
+	if got := ToErrno(syscall.ENOTEMPTY); got != syscall.ENOTEMPTY {
+		t.Errorf("an errno passed in → %v, want it unchanged", got)
 	}
 	if got := ToErrno(nil); got != 0 {
 		t.Errorf("nil → %v", got)

@@ -9,15 +9,9 @@ import (
 	"log/slog"
 	"net/http"
 	"strings"
-	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
-	"github.com/aws/aws-sdk-go-v2/aws/ratelimit"
-	"github.com/aws/aws-sdk-go-v2/aws/retry"
 	v4 "github.com/aws/aws-sdk-go-v2/aws/signer/v4"
-	awshttp "github.com/aws/aws-sdk-go-v2/aws/transport/http"
-	"github.com/aws/aws-sdk-go-v2/config"
-	"github.com/aws/aws-sdk-go-v2/credentials"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 	"github.com/aws/aws-sdk-go-v2/service/s3/types"
 )
@@ -32,9 +26,13 @@ type Config struct {
 	ForcePathStyle bool
 	// AccessKeyID and SecretAccessKey select static credentials; both
 	// empty: the standard AWS credential chain (env, profile, IMDS, web
-	// identity).
+	// identity). With a Role, they (or the chain) are the caller of
+	// AssumeRole.
 	AccessKeyID     string
 	SecretAccessKey string
+	// Role, when Role.ARN is set, is assumed with STS AssumeRole and its
+	// credentials sign every S3 request.
+	Role Role
 	// MaxConns bounds idle connections kept to the endpoint. Default 64.
 	MaxConns int
 	// MaxAttempts is the SDK retryer's attempt count per request. Default 5.
@@ -51,68 +49,14 @@ type S3 struct {
 
 var _ Client = (*S3)(nil)
 
-// New builds the SDK client. It makes no request; see Probe.
-//
-// Settings that matter (../shared/FIELD-NOTES.md): response checksum
-// validation and request checksum calculation "when required" (the default
-// CRC64 costs 2-3x on reads), UNSIGNED-PAYLOAD for part and object bodies
-// (SigV4 hashing of every body halves upload speed), and the SDK's own
-// BuildableClient (required when AWS_CA_BUNDLE is set) with more idle
-// connections per host.
+// New builds the client of cfg.Bucket in cfg.Region (a Session of one
+// bucket). It makes no request; see Probe.
 func New(ctx context.Context, cfg Config) (*S3, error) {
-	if cfg.Logger == nil {
-		cfg.Logger = slog.Default()
-	}
-	if cfg.MaxConns == 0 {
-		cfg.MaxConns = 64
-	}
-	if cfg.MaxAttempts == 0 {
-		cfg.MaxAttempts = 5
-	}
-	httpClient := awshttp.NewBuildableClient().WithTransportOptions(func(t *http.Transport) {
-		t.MaxIdleConns = cfg.MaxConns * 2
-		t.MaxIdleConnsPerHost = cfg.MaxConns
-		t.IdleConnTimeout = 90 * time.Second
-	})
-	opts := []func(*config.LoadOptions) error{
-		config.WithHTTPClient(httpClient),
-		config.WithRetryer(func() aws.Retryer {
-			return retry.NewStandard(func(o *retry.StandardOptions) {
-				o.MaxAttempts = cfg.MaxAttempts
-				o.MaxBackoff = 5 * time.Second
-				// The client-side retry quota fails requests outright
-				// after a burst of errors; a filesystem wants each
-				// request retried on its own.
-				o.RateLimiter = ratelimit.None
-			})
-		}),
-	}
-	if cfg.Region != "" {
-		opts = append(opts, config.WithRegion(cfg.Region))
-	}
-	if cfg.AccessKeyID != "" {
-		if cfg.SecretAccessKey == "" {
-			return nil, errors.New("an access key ID was given without its secret access key (set AWS_SECRET_ACCESS_KEY or --secret-access-key-file)")
-		}
-		opts = append(opts, config.WithCredentialsProvider(
-			credentials.NewStaticCredentialsProvider(cfg.AccessKeyID, cfg.SecretAccessKey, "")))
-	}
-	awsCfg, err := config.LoadDefaultConfig(ctx, opts...)
+	s, err := NewSession(ctx, cfg)
 	if err != nil {
-		return nil, fmt.Errorf("loading AWS configuration: %w", err)
+		return nil, err
 	}
-	if awsCfg.Region == "" {
-		awsCfg.Region = "us-east-1"
-	}
-	api := s3.NewFromConfig(awsCfg, func(o *s3.Options) {
-		if cfg.EndpointURL != "" {
-			o.BaseEndpoint = aws.String(cfg.EndpointURL)
-		}
-		o.UsePathStyle = cfg.ForcePathStyle
-		o.ResponseChecksumValidation = aws.ResponseChecksumValidationWhenRequired
-		o.RequestChecksumCalculation = aws.RequestChecksumCalculationWhenRequired
-	})
-	return &S3{api: api, bucket: cfg.Bucket, log: cfg.Logger}, nil
+	return s.ForBucket(cfg.Bucket, ""), nil
 }
 
 // unsignedPayload sends bodies as UNSIGNED-PAYLOAD instead of hashing them.
@@ -167,36 +111,44 @@ func (c *S3) List(ctx context.Context, prefix, delimiter, token string, maxKeys 
 	return page, nil
 }
 
-// ReadRange implements Client (GetObject with Range: bytes=off-end).
-func (c *S3) ReadRange(ctx context.Context, key, etag string, off int64, p []byte) (int, error) {
-	if len(p) == 0 {
-		return 0, nil
+// OpenRange implements Client (GetObject with Range: bytes=off-(off+n-1)).
+func (c *S3) OpenRange(ctx context.Context, key, etag string, off, n int64) (io.ReadCloser, error) {
+	if n <= 0 {
+		return io.NopCloser(strings.NewReader("")), nil
 	}
-	rng := fmt.Sprintf("bytes=%d-%d", off, off+int64(len(p))-1)
+	rng := fmt.Sprintf("bytes=%d-%d", off, off+n-1)
 	out, err := c.api.GetObject(ctx, &s3.GetObjectInput{Bucket: &c.bucket, Key: &key, Range: &rng})
 	if err != nil {
 		e := classify("GetObject", c.bucket, key, err)
 		if e.Code == "InvalidRange" || e.Status == http.StatusRequestedRangeNotSatisfiable {
-			return 0, nil // off at or past the end
+			return io.NopCloser(strings.NewReader("")), nil // off at or past the end
 		}
 		logFailure(c.log, e)
-		return 0, e
+		return nil, e
 	}
-	defer out.Body.Close()
 	if etag != "" && out.ETag != nil && *out.ETag != etag {
+		out.Body.Close()
 		e := &Error{Op: "GetObject", Bucket: c.bucket, Key: key, Kind: ErrChanged,
 			Err: fmt.Errorf("ETag is %s, expected %s", *out.ETag, etag)}
 		logFailure(c.log, e)
-		return 0, e
+		return nil, e
 	}
-	n, err := io.ReadFull(out.Body, p)
-	if err == io.ErrUnexpectedEOF || err == io.EOF {
-		err = nil
+	return &body{ReadCloser: out.Body, c: c, key: key}, nil
+}
+
+// body classifies and logs a failure while a GetObject body is read.
+type body struct {
+	io.ReadCloser
+	c   *S3
+	key string
+}
+
+func (b *body) Read(p []byte) (int, error) {
+	n, err := b.ReadCloser.Read(p)
+	if err != nil && err != io.EOF {
+		err = b.c.fail("GetObject", b.key, err)
 	}
-	if err != nil {
-		return n, c.fail("GetObject", key, err)
-	}
-	return n, nil
+	return n, err
 }
 
 func conditions(opt PutOptions) (ifMatch, ifNoneMatch *string) {

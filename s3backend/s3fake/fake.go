@@ -5,10 +5,12 @@
 package s3fake
 
 import (
+	"bytes"
 	"context"
 	"crypto/md5"
 	"encoding/hex"
 	"fmt"
+	"io"
 	"sort"
 	"strings"
 	"sync"
@@ -32,13 +34,14 @@ type upload struct {
 type Client struct {
 	bucket string
 
-	mu      sync.Mutex
-	objects map[string]object  // guarded by mu
-	uploads map[string]*upload // guarded by mu
-	calls   map[string]int     // guarded by mu; op → requests
-	nextID  int                // guarded by mu
-	fail    func(op, key string) error // guarded by mu
-	delay   time.Duration              // guarded by mu
+	mu       sync.Mutex
+	objects  map[string]object          // guarded by mu
+	uploads  map[string]*upload         // guarded by mu
+	calls    map[string]int             // guarded by mu; op → requests
+	nextID   int                        // guarded by mu
+	fail     func(op, key string) error // guarded by mu
+	delay    time.Duration              // guarded by mu
+	bytesOut int64                      // guarded by mu
 }
 
 // SetFail installs f, asked before each request (without the fake's lock
@@ -206,10 +209,10 @@ func (c *Client) List(ctx context.Context, prefix, delimiter, token string, maxK
 	return page, nil
 }
 
-// ReadRange implements s3backend.Client.
-func (c *Client) ReadRange(ctx context.Context, key, etag string, off int64, p []byte) (int, error) {
+// OpenRange implements s3backend.Client.
+func (c *Client) OpenRange(ctx context.Context, key, etag string, off, n int64) (io.ReadCloser, error) {
 	if err := c.begin("GetObject", key); err != nil {
-		return 0, err
+		return nil, err
 	}
 	c.mu.Lock()
 	delay := c.delay
@@ -221,15 +224,24 @@ func (c *Client) ReadRange(ctx context.Context, key, etag string, off int64, p [
 	defer c.mu.Unlock()
 	o, ok := c.objects[key]
 	if !ok {
-		return 0, c.notFound("GetObject", key)
+		return nil, c.notFound("GetObject", key)
 	}
 	if etag != "" && o.etag != etag {
-		return 0, &s3backend.Error{Op: "GetObject", Bucket: c.bucket, Key: key, Kind: s3backend.ErrChanged}
+		return nil, &s3backend.Error{Op: "GetObject", Bucket: c.bucket, Key: key, Kind: s3backend.ErrChanged}
 	}
 	if off >= int64(len(o.data)) {
-		return 0, nil
+		return io.NopCloser(bytes.NewReader(nil)), nil
 	}
-	return copy(p, o.data[off:]), nil
+	end := min(off+n, int64(len(o.data)))
+	c.bytesOut += end - off
+	return io.NopCloser(bytes.NewReader(o.data[off:end])), nil
+}
+
+// BytesOut returns the bytes sent by ranged reads.
+func (c *Client) BytesOut() int64 {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.bytesOut
 }
 
 // Put implements s3backend.Client.

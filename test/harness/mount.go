@@ -123,6 +123,14 @@ func TryMount(t testing.TB, bin string, ep Endpoint, source, mountpoint string, 
 		mountpoint = real
 	}
 	args := MountArgs(ep, logFile, source, mountpoint, extra...)
+	return RunMount(t, bin, MountEnv(ep), args, mountpoint, logFile)
+}
+
+// RunMount runs the binary with exactly args (whose last is mountpoint)
+// and env, and reports like TryMount; a mount it made is unmounted when the
+// test ends. logFile is where the args send the daemon's log ("" if none).
+func RunMount(t testing.TB, bin string, env, args []string, mountpoint, logFile string) MountResult {
+	t.Helper()
 	res := MountResult{Args: args, Mountpoint: mountpoint, LogFile: logFile, ExitCode: -1}
 
 	outDir := t.TempDir()
@@ -140,7 +148,7 @@ func TryMount(t testing.TB, bin string, ep Endpoint, source, mountpoint string, 
 	ctx, cancel := context.WithTimeout(context.Background(), MountTimeout)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, bin, args...)
-	cmd.Env = MountEnv(ep)
+	cmd.Env = env
 	// Files, not pipes: the daemon may inherit them and outlive the command.
 	cmd.Stdout, cmd.Stderr = stdout, stderr
 	cmd.Stdin = nil

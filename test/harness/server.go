@@ -90,6 +90,9 @@ type ServerOptions struct {
 	Detach bool
 	// ReadyTimeout bounds the wait for /healthz; zero means 30s.
 	ReadyTimeout time.Duration
+	// ExtraArgs are more global flags, placed before the backend word (e.g.
+	// --iam-standalone-endpoint SOCK).
+	ExtraArgs []string
 }
 
 // Server is a running versitygw.
@@ -182,12 +185,9 @@ func LaunchServer(opts ServerOptions) (*Server, error) {
 func (s *Server) start(bin, addr string, opts ServerOptions, timeout time.Duration) error {
 	s.Addr = addr
 	s.URL = "http://" + addr
-	cmd := exec.Command(bin,
-		"--port", addr,
-		"--keep-alive",
-		"--health", "/healthz",
-		"--quiet",
-		"posix", s.DataDir)
+	args := []string{"--port", addr, "--keep-alive", "--health", "/healthz", "--quiet"}
+	args = append(args, opts.ExtraArgs...)
+	cmd := exec.Command(bin, append(args, "posix", s.DataDir)...)
 	cmd.Env = append(filterEnv(os.Environ(), "ROOT_ACCESS_KEY", "ROOT_SECRET_KEY"),
 		"ROOT_ACCESS_KEY="+s.AccessKey, "ROOT_SECRET_KEY="+s.SecretKey)
 	s.out = &syncBuffer{}
