@@ -11,11 +11,14 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"os"
 	"os/signal"
+	"regexp"
+	"runtime/debug"
 	"strings"
 	"syscall"
 	"text/tabwriter"
@@ -36,10 +39,30 @@ func main() {
 		EnableBashCompletion: true,
 		Commands:             []*cli.Command{mountCommand(), checkCommand(), connectionCommand()},
 	}
+	for _, c := range app.Commands {
+		c.OnUsageError = usageError
+	}
 	if err := app.Run(os.Args); err != nil {
 		fmt.Fprintf(os.Stderr, "s3mount: %s\n", oneLine(err))
 		os.Exit(1)
 	}
+}
+
+// usageError turns urfave/cli's complaint about a flag value (which it
+// would follow with the whole help text) into one line naming the option
+// as it is written: --name, not -name.
+func usageError(_ *cli.Context, err error, _ bool) error {
+	return errors.New(usageFlag.ReplaceAllString(err.Error(), "$1--$2"))
+}
+
+var usageFlag = regexp.MustCompile(`(^|\s)-{1,2}([a-z][a-z0-9-]+)`)
+
+// arguments says "1 argument" or "N arguments".
+func arguments(n int) string {
+	if n == 1 {
+		return "1 argument"
+	}
+	return fmt.Sprintf("%d arguments", n)
 }
 
 // oneLine folds an error onto one line for the terminal.
@@ -73,7 +96,7 @@ func mountCommand() *cli.Command {
 		),
 		Action: func(c *cli.Context) error {
 			if c.NArg() != 2 {
-				return fmt.Errorf("mount needs SOURCE and MOUNTPOINT (got %d arguments); options go before them", c.NArg())
+				return fmt.Errorf("mount needs SOURCE and MOUNTPOINT (got %s); options go before them", arguments(c.NArg()))
 			}
 			opts, err := optionsFrom(c)
 			if err != nil {
@@ -239,6 +262,13 @@ func serve(o mountopts.Options, source, mountpoint string, debugFuse bool) error
 		return err
 	}
 	slog.SetDefault(log)
+	if os.Getenv("GOMEMLIMIT") == "" {
+		// A soft memory limit near what the options allow (the block
+		// cache, one writer's parts, and room for the rest) makes the
+		// garbage collector return the cache's churn before the heap
+		// doubles, so RSS stays near --cache-size.
+		debug.SetMemoryLimit(o.CacheSize + int64(o.UploadConcurrency+1)*o.PartSize + 64<<20)
+	}
 	ctx := context.Background()
 	session, err := sessionFrom(ctx, o, log)
 	if err != nil {
@@ -346,7 +376,7 @@ func checkCommand() *cli.Command {
 		),
 		Action: func(c *cli.Context) error {
 			if c.NArg() != 1 {
-				return fmt.Errorf("check needs one CONNECTION (got %d arguments); options go before it", c.NArg())
+				return fmt.Errorf("check needs one CONNECTION (got %s); options go before it", arguments(c.NArg()))
 			}
 			o, err := optionsFrom(c)
 			if err != nil {

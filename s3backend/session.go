@@ -87,6 +87,10 @@ func NewSession(ctx context.Context, cfg Config) (*Session, error) {
 		t.MaxIdleConns = cfg.MaxConns * 2
 		t.MaxIdleConnsPerHost = cfg.MaxConns
 		t.IdleConnTimeout = 90 * time.Second
+		// net/http's 4 KiB buffers make a part upload thousands of
+		// small writes; 256 KiB ones keep syscalls per byte low.
+		t.WriteBufferSize = 256 << 10
+		t.ReadBufferSize = 256 << 10
 	})
 	opts := []func(*config.LoadOptions) error{
 		config.WithHTTPClient(httpClient),
