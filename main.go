@@ -17,6 +17,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"regexp"
 	"runtime/debug"
 	"strings"
@@ -42,10 +43,71 @@ func main() {
 	for _, c := range app.Commands {
 		c.OnUsageError = usageError
 	}
-	if err := app.Run(os.Args); err != nil {
+	args, err := helperArgs(os.Args, app)
+	if err != nil {
 		fmt.Fprintf(os.Stderr, "s3mount: %s\n", oneLine(err))
 		os.Exit(1)
 	}
+	if err := app.Run(args); err != nil {
+		fmt.Fprintf(os.Stderr, "s3mount: %s\n", oneLine(err))
+		os.Exit(1)
+	}
+}
+
+// helperArgs rewrites a mount helper call into `s3mount mount`: mount(8)
+// runs `s3mount SOURCE MOUNTPOINT -o OPTIONS` through fuse3's mount.fuse3
+// for type fuse.s3mount (fstab lines included), and mount.s3mount (a link
+// to s3mount) for type s3mount. Other argument lists pass unchanged.
+func helperArgs(argv []string, app *cli.App) ([]string, error) {
+	if len(argv) < 2 {
+		return argv, nil
+	}
+	rest := argv[1:]
+	if filepath.Base(argv[0]) != "mount.s3mount" {
+		if strings.HasPrefix(rest[0], "-") || app.Command(rest[0]) != nil || rest[0] == "help" {
+			return argv, nil
+		}
+	}
+	var positional []string
+	var opts []string
+	for i := 0; i < len(rest); i++ {
+		a := rest[i]
+		switch {
+		case a == "-o" && i+1 < len(rest):
+			opts = append(opts, rest[i+1])
+			i++
+		case strings.HasPrefix(a, "-o") && len(a) > 2:
+			opts = append(opts, a[2:])
+		case a == "-n" || a == "-s" || a == "-v" || a == "-f":
+			// mount(8) helper flags: no mtab, sloppy, verbose, fake.
+			if a == "-f" {
+				return nil, errors.New("fake mount (-f) is not supported")
+			}
+		case strings.HasPrefix(a, "-"):
+			return nil, fmt.Errorf("mount helper call: unknown flag %s (options go in -o)", a)
+		default:
+			positional = append(positional, a)
+		}
+	}
+	if len(positional) != 2 {
+		return nil, fmt.Errorf("mount helper call needs SOURCE and MOUNTPOINT (got %s)", arguments(len(positional)))
+	}
+	flags := map[string]bool{}
+	for _, f := range app.Command("mount").Flags {
+		_, isBool := f.(*cli.BoolFlag)
+		for _, n := range f.Names() {
+			flags[n] = !isBool
+		}
+	}
+	out := []string{argv[0], "mount"}
+	for _, o := range opts {
+		more, err := mountopts.HelperArgs(o, flags)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, more...)
+	}
+	return append(out, positional...), nil
 }
 
 // usageError turns urfave/cli's complaint about a flag value (which it
@@ -93,6 +155,7 @@ func mountCommand() *cli.Command {
 			&cli.StringFlag{Name: "log-level", Value: d.LogLevel, Usage: "debug, info, warn or error"},
 			&cli.StringFlag{Name: "log-file", Usage: "where the daemon logs (default: discarded once detached)"},
 			&cli.BoolFlag{Name: "debug-fuse", Usage: "log every FUSE request (very verbose)"},
+			&cli.StringSliceFlag{Name: "mount-option", Usage: "generic mount option for the kernel (nosuid, noatime, ...; repeatable)"},
 		),
 		Action: func(c *cli.Context) error {
 			if c.NArg() != 2 {
@@ -179,6 +242,9 @@ func optionsFrom(c *cli.Context) (mountopts.Options, error) {
 	str("sts-endpoint-url", &o.STSEndpointURL)
 	str("log-level", &o.LogLevel)
 	str("log-file", &o.LogFile)
+	if c.IsSet("mount-option") {
+		o.KernelOptions = c.StringSlice("mount-option")
+	}
 	if c.IsSet("secret-access-key-file") {
 		o.SecretAccessKey = "" // the flag's file replaces an inline secret
 	}
@@ -312,7 +378,7 @@ func serve(o mountopts.Options, source, mountpoint string, debugFuse bool) error
 		fsName = o.Connection
 	}
 	server, err := fs.Mount(mountpoint, root, fs.MountConfig{FsName: fsName, AllowOther: o.AllowOther,
-		TTL: o.MetadataTTL, Debug: debugFuse})
+		TTL: o.MetadataTTL, Debug: debugFuse, Options: o.KernelOptions})
 	if err != nil {
 		return err
 	}

@@ -90,6 +90,9 @@ type MountConfig struct {
 	TTL time.Duration
 	// Debug logs every FUSE request.
 	Debug bool
+	// Options are generic mount options for the kernel, passed to
+	// fusermount3 as -o (nosuid, noatime, ...; mount(8)).
+	Options []string
 }
 
 // Root is what Mount serves: the root *Dir of one bucket (New) or the
@@ -129,7 +132,7 @@ func Mount(mountpoint string, root Root, mc MountConfig) (*fuse.Server, error) {
 			MaxBackground: 64,
 			DisableXAttrs: true,
 			Debug:         mc.Debug,
-			Options:       []string{"default_permissions"},
+			Options:       append([]string{"default_permissions"}, mc.Options...),
 		},
 		EntryTimeout:    &ttl,
 		AttrTimeout:     &ttl,

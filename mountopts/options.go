@@ -123,6 +123,9 @@ type Options struct {
 	// LogFile receives the log in daemon mode. Empty: the log is discarded
 	// once the daemon has detached (errors before that reach stderr).
 	LogFile string
+	// KernelOptions are generic mount options passed to the kernel through
+	// fusermount3 (each one of KernelOptions: nosuid, noatime, ...).
+	KernelOptions []string
 }
 
 // Default returns the options every mount starts from.
@@ -349,6 +352,11 @@ func (o *Options) Validate() error {
 	}
 	if o.SecretAccessKeyFile != "" && o.AccessKeyID == "" {
 		bad("secret-access-key-file", "needs --access-key-id")
+	}
+	for _, k := range o.KernelOptions {
+		if !KernelOptions[k] {
+			bad("mount-option", "%q is not a generic mount option s3mount passes on (nosuid, nodev, noexec, noatime, ...)", k)
+		}
 	}
 	return errors.Join(errs...)
 }
