@@ -82,6 +82,18 @@ func (m *Meta) Get(path string) (Stat, bool) {
 	return it.st, true
 }
 
+// Remaining returns how long path's entry stays fresh (0 when there is
+// none), so that the kernel caches it no longer than this cache does.
+func (m *Meta) Remaining(path string) time.Duration {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	it, ok := m.items[path]
+	if !ok {
+		return 0
+	}
+	return max(0, it.expires.Sub(m.now()))
+}
+
 // Invalidate forgets path, and the complete listing of its parent dir.
 func (m *Meta) Invalidate(path, parent string) {
 	m.mu.Lock()

@@ -111,8 +111,8 @@ var _ gofs.NodeLookuper = (*Dir)(nil)
 
 // Lookup implements FUSE LOOKUP: see the package doc for the requests sent.
 func (d *Dir) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
-	if !validName(name) {
-		return nil, syscall.ENOENT
+	if en := nameErrno(name, syscall.ENOENT); en != 0 {
+		return nil, en
 	}
 	// A file being written is known here before S3 knows it.
 	if ch := d.GetChild(name); ch != nil {
@@ -126,7 +126,14 @@ func (d *Dir) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*gof
 	if err != nil {
 		return nil, errno(err)
 	}
-	return d.child(ctx, name, st, out), 0
+	ch := d.child(ctx, name, st, out)
+	// The kernel keeps the entry only as long as the stat cache would, so
+	// that a change in S3 shows within --metadata-ttl, not twice that.
+	if rem := d.fsys.meta.Remaining(path); rem > 0 {
+		out.SetEntryTimeout(rem)
+		out.SetAttrTimeout(rem)
+	}
+	return ch, 0
 }
 
 // child returns the inode for name, reusing the existing one when it is of
@@ -245,8 +252,8 @@ func (d *Dir) Mkdir(ctx context.Context, name string, mode uint32, out *fuse.Ent
 	if d.fsys.cfg.ReadOnly {
 		return nil, syscall.EROFS
 	}
-	if !validName(name) {
-		return nil, syscall.EINVAL
+	if en := nameErrno(name, syscall.EINVAL); en != 0 {
+		return nil, en
 	}
 	path := join(d.path, name)
 	if _, err := d.fsys.stat(ctx, path, d.path); err == nil {
@@ -347,8 +354,8 @@ func (d *Dir) Create(ctx context.Context, name string, flags uint32, mode uint32
 	if d.fsys.cfg.ReadOnly {
 		return nil, nil, 0, syscall.EROFS
 	}
-	if !validName(name) {
-		return nil, nil, 0, syscall.EINVAL
+	if en := nameErrno(name, syscall.EINVAL); en != 0 {
+		return nil, nil, 0, en
 	}
 	path := join(d.path, name)
 	f := newFile(d.fsys, path, cache.Stat{Kind: cache.File, MTime: time.Now()})
@@ -381,8 +388,8 @@ func (d *Dir) Rename(ctx context.Context, name string, newParent gofs.InodeEmbed
 		// CopyObject stays within one bucket, so let mv(1) copy.
 		return syscall.EXDEV
 	}
-	if !validName(newName) {
-		return syscall.EINVAL
+	if en := nameErrno(newName, syscall.EINVAL); en != 0 {
+		return en
 	}
 	src, dst := join(d.path, name), join(nd.path, newName)
 	if ch := d.GetChild(name); ch != nil {

@@ -20,14 +20,15 @@ type File struct {
 	fsys *FS
 
 	mu       sync.Mutex
-	key      string    // guarded by mu; changes on rename
-	size     int64     // guarded by mu; bytes, as last seen in S3
-	etag     string    // guarded by mu; "" until the object exists
-	mtime    time.Time // guarded by mu
-	fetched  time.Time // guarded by mu; when size/etag were last learned
-	openETag string    // guarded by mu; ETag the kernel page cache holds
-	writer   *writer   // guarded by mu; the open writable handle, if any
-	unlinked bool      // guarded by mu
+	key      string         // guarded by mu; changes on rename
+	size     int64          // guarded by mu; bytes, as last seen in S3
+	etag     string         // guarded by mu; "" until the object exists
+	mtime    time.Time      // guarded by mu
+	fetched  time.Time      // guarded by mu; when size/etag were last learned
+	openETag string         // guarded by mu; ETag the kernel page cache holds
+	readers  map[string]int // guarded by mu; open read handles per ETag
+	writer   *writer        // guarded by mu; the open writable handle, if any
+	unlinked bool           // guarded by mu
 	// Attributes set by chmod/chown/utimes, kept in memory only (see
 	// SEMANTICS.md); nil: the mount's defaults.
 	mode     *uint32    // guarded by mu
@@ -38,7 +39,8 @@ type File struct {
 var _ gofs.InodeEmbedder = (*File)(nil)
 
 func newFile(fsys *FS, key string, st cache.Stat) *File {
-	return &File{fsys: fsys, key: key, size: st.Size, etag: st.ETag, mtime: st.MTime, fetched: time.Now()}
+	return &File{fsys: fsys, key: key, size: st.Size, etag: st.ETag, mtime: st.MTime, fetched: time.Now(),
+		readers: map[string]int{}}
 }
 
 // update takes in what a lookup or listing learned, unless a writer is
@@ -86,8 +88,11 @@ func (f *File) renamed(key, etag string) {
 	}
 }
 
-// committed records an upload that completed.
-func (f *File) committed(size int64, etag string, mtime time.Time) {
+// committed records an upload that completed. It reports whether the file
+// was unlinked meanwhile (the caller then deletes the object). The kernel's
+// cached attributes and pages of the file are dropped, since other handles
+// may have cached the size or bytes of what was there before.
+func (f *File) committed(size int64, etag string, mtime time.Time) (unlinked bool) {
 	f.mu.Lock()
 	f.size, f.etag, f.mtime, f.fetched = size, etag, mtime, time.Now()
 	f.mtimeSet = nil
@@ -96,6 +101,10 @@ func (f *File) committed(size int64, etag string, mtime time.Time) {
 	if !unlinked {
 		f.fsys.meta.Put(key, cache.Stat{Kind: cache.File, Size: size, ETag: etag, MTime: mtime})
 	}
+	// Asynchronously: a notification waits for page locks that a read in
+	// flight on this inode may hold.
+	go f.NotifyContent(0, 0)
+	return unlinked
 }
 
 // fillAttr fills out from what the node knows; a writer's size wins.
@@ -148,6 +157,9 @@ func (f *File) Getattr(ctx context.Context, fh gofs.FileHandle, out *fuse.AttrOu
 		switch {
 		case err == nil && st.Kind == cache.File:
 			f.update(st)
+		case errors.Is(err, s3backend.ErrNotFound) && fh != nil:
+			// fstat(2) of a file deleted elsewhere while open: like a
+			// local file, it keeps its last attributes.
 		case errors.Is(err, s3backend.ErrNotFound):
 			return syscall.ENOENT
 		case err != nil:
@@ -228,8 +240,12 @@ var _ gofs.NodeOpener = (*File)(nil)
 // (O_TRUNC, or a file of size 0); see write.go for what it refuses.
 func (f *File) Open(ctx context.Context, flags uint32) (gofs.FileHandle, uint32, syscall.Errno) {
 	if flags&syscall.O_ACCMODE == syscall.O_RDONLY {
-		h := &handle{r: f.newReader()}
-		return h, f.keepCache(h.r.etag), 0
+		f.mu.Lock()
+		h := &handle{r: f.newReaderLocked(), file: f}
+		fl := f.cacheFlagsLocked(h.r.etag)
+		f.readers[h.r.etag]++
+		f.mu.Unlock()
+		return h, fl, 0
 	}
 	if f.fsys.cfg.ReadOnly {
 		return nil, 0, syscall.EROFS
@@ -241,16 +257,31 @@ func (f *File) Open(ctx context.Context, flags uint32) (gofs.FileHandle, uint32,
 	return h, 0, 0
 }
 
-// keepCache returns FOPEN_KEEP_CACHE when the kernel's page cache holds
-// this same ETag, so a re-read of an unchanged file is served by the kernel.
-func (f *File) keepCache(etag string) uint32 {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	if etag != "" && f.openETag == etag {
+// cacheFlagsLocked chooses how the kernel page cache serves a handle
+// reading version etag. Same version as the cache holds: FOPEN_KEEP_CACHE,
+// so a re-read of an unchanged file is served by the kernel. Another
+// version while handles of the cached one are still open: FOPEN_DIRECT_IO
+// with KEEP_CACHE, so the new handle bypasses the cache and the old ones
+// keep their version's pages (a reader never sees two versions mixed).
+// Otherwise 0: the kernel drops the old pages and caches this version.
+func (f *File) cacheFlagsLocked(etag string) uint32 {
+	switch {
+	case etag != "" && f.openETag == etag:
 		return fuse.FOPEN_KEEP_CACHE
+	case f.openETag != "" && f.readers[f.openETag] > 0:
+		return fuse.FOPEN_DIRECT_IO | fuse.FOPEN_KEEP_CACHE
 	}
 	f.openETag = etag
 	return 0
+}
+
+// readerClosed counts a read handle of version etag out.
+func (f *File) readerClosed(etag string) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.readers[etag]--; f.readers[etag] <= 0 {
+		delete(f.readers, etag)
+	}
 }
 
 // openWriter attaches a writable handle. created is true for O_CREAT of a
@@ -278,12 +309,6 @@ func (f *File) writerClosed(w *writer) {
 	if f.writer == w {
 		f.writer = nil
 	}
-}
-
-func (f *File) newReader() *reader {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	return f.newReaderLocked()
 }
 
 func (f *File) newReaderLocked() *reader {

@@ -626,3 +626,165 @@ func TestSemanticsWritePartsGrow(t *testing.T) {
 		t.Errorf("UploadPart ×%d, want 4 (5, 10, 20 and 1 MiB)", n)
 	}
 }
+
+func TestSemanticsStatNeverWaitsForAnUpload(t *testing.T) {
+	c := s3fake.New("bkt")
+	release := make(chan struct{})
+	c.SetFail(func(op, key string) error {
+		if op == "UploadPart" || op == "CompleteMultipartUpload" {
+			<-release
+		}
+		return nil
+	})
+	mnt := mountFake(t, c, nil)
+	p := filepath.Join(mnt, "slow")
+	done := make(chan error, 1)
+	go func() { done <- os.WriteFile(p, randBytes(16<<20, 30), 0o644) }()
+	defer func() { close(release); <-done }()
+	// Wait until the parts are stuck and the writer waits for a slot.
+	for deadline := time.Now().Add(5 * time.Second); c.Calls("UploadPart") < 2 && time.Now().Before(deadline); {
+		time.Sleep(10 * time.Millisecond)
+	}
+	time.Sleep(100 * time.Millisecond)
+	statted := make(chan error, 1)
+	go func() { _, err := os.Stat(p); statted <- err }()
+	select {
+	case err := <-statted:
+		if err != nil {
+			t.Errorf("stat of a file being uploaded: %v", err)
+		}
+	case <-time.After(3 * time.Second):
+		t.Fatal("stat blocked behind a stalled upload")
+	}
+}
+
+func TestSemanticsUnlinkDuringCommitWins(t *testing.T) {
+	c := s3fake.New("bkt")
+	entered, release := make(chan struct{}), make(chan struct{})
+	var once sync.Once
+	c.SetFail(func(op, key string) error {
+		if op == "CompleteMultipartUpload" {
+			once.Do(func() { close(entered) })
+			<-release
+		}
+		return nil
+	})
+	mnt := mountFake(t, c, nil)
+	p := filepath.Join(mnt, "doomed")
+	done := make(chan error, 1)
+	go func() { done <- os.WriteFile(p, randBytes(11<<20, 31), 0o644) }()
+	<-entered // close(2) is completing the upload
+	if err := os.Remove(p); err != nil {
+		t.Fatalf("unlink during the commit: %v", err)
+	}
+	close(release)
+	if err := <-done; err != nil {
+		t.Fatalf("write: %v", err)
+	}
+	if _, ok := c.Object("doomed"); ok {
+		t.Error("a file unlinked during its upload is in S3 after close")
+	}
+}
+
+func TestSemanticsNameTooLong(t *testing.T) {
+	c := s3fake.New("bkt")
+	mnt := mountFake(t, c, nil)
+	long := filepath.Join(mnt, strings.Repeat("n", 256))
+	if err := os.WriteFile(long, []byte("x"), 0o644); !errors.Is(err, syscall.ENAMETOOLONG) {
+		t.Errorf("create of a 256-byte name: %v, want ENAMETOOLONG", err)
+	}
+	if err := os.Mkdir(long, 0o755); !errors.Is(err, syscall.ENAMETOOLONG) {
+		t.Errorf("mkdir of a 256-byte name: %v, want ENAMETOOLONG", err)
+	}
+	if _, err := os.Stat(long); !errors.Is(err, syscall.ENAMETOOLONG) {
+		t.Errorf("stat of a 256-byte name: %v, want ENAMETOOLONG", err)
+	}
+	ok := filepath.Join(mnt, strings.Repeat("n", 255))
+	if err := os.WriteFile(ok, []byte("x"), 0o644); err != nil {
+		t.Errorf("create of a 255-byte name: %v", err)
+	}
+}
+
+func TestSemanticsDeletedWhileOpenGivesESTALE(t *testing.T) {
+	c := s3fake.New("bkt")
+	c.PutDirect("gone", randBytes(40*testBlock, 32))
+	mnt := mountFake(t, c, nil)
+	f, err := os.Open(filepath.Join(mnt, "gone"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	buf := make([]byte, testBlock)
+	if _, err := f.ReadAt(buf, 0); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Delete(t.Context(), "gone"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.ReadAt(buf, 30*testBlock); !errors.Is(err, syscall.ESTALE) {
+		t.Errorf("read of a file deleted while open: %v, want ESTALE", err)
+	}
+	if _, err := f.Stat(); err != nil {
+		t.Errorf("fstat of a file deleted while open: %v, want its last attributes", err)
+	}
+}
+
+func TestSemanticsTwoVersionsNeverMix(t *testing.T) {
+	c := s3fake.New("bkt")
+	size := 40 * testBlock
+	v1, v2 := randBytes(size, 33), randBytes(size, 34)
+	c.PutDirect("ver", v1)
+	mnt := mountFake(t, c, func(cfg *Config) { cfg.Meta = cache.NewMeta(50*time.Millisecond, 100, nil) })
+	p := filepath.Join(mnt, "ver")
+	old, err := os.Open(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer old.Close()
+	buf := make([]byte, testBlock)
+	if _, err := old.ReadAt(buf, 0); err != nil || !bytes.Equal(buf, v1[:testBlock]) {
+		t.Fatalf("first read: %v", err)
+	}
+	c.PutDirect("ver", v2)
+	time.Sleep(150 * time.Millisecond)
+	if got, err := os.ReadFile(p); err != nil || !bytes.Equal(got, v2) {
+		t.Fatalf("a new reader after the change: %v, equal to v2: %v", err, bytes.Equal(got, v2))
+	}
+	for off := int64(testBlock); off < int64(size); off += testBlock {
+		n, err := old.ReadAt(buf, off)
+		if err != nil {
+			if !errors.Is(err, syscall.ESTALE) {
+				t.Fatalf("old reader at %d: %v, want v1 bytes or ESTALE", off, err)
+			}
+			return
+		}
+		if !bytes.Equal(buf[:n], v1[off:off+int64(n)]) {
+			t.Fatalf("old reader at %d got bytes of the new version", off)
+		}
+	}
+}
+
+func TestSemanticsReaderDuringWriteThenFreshOpen(t *testing.T) {
+	c := s3fake.New("bkt")
+	mnt := mountFake(t, c, nil)
+	p := filepath.Join(mnt, "five")
+	w, err := os.Create(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := w.Write([]byte("one")); err != nil {
+		t.Fatal(err)
+	}
+	r, err := os.Open(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, _ = r.Read(make([]byte, 10)) // before the commit: nothing to read yet
+	r.Close()
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := os.ReadFile(p); err != nil || string(got) != "one" {
+		t.Errorf("fresh open after close: %q, %v; want \"one\"", got, err)
+	}
+}

@@ -4,6 +4,7 @@ import (
 	"log/slog"
 	"strings"
 	"sync"
+	"syscall"
 )
 
 // maxNameLen is the longest file name Linux accepts (NAME_MAX, limits.h).
@@ -14,6 +15,18 @@ const maxNameLen = 255
 func validName(name string) bool {
 	return name != "" && name != "." && name != ".." && len(name) <= maxNameLen &&
 		!strings.ContainsRune(name, 0) && !strings.ContainsRune(name, '/')
+}
+
+// nameErrno is 0 for a valid name, ENAMETOOLONG for one over NAME_MAX
+// bytes, and otherwise the given errno.
+func nameErrno(name string, otherwise syscall.Errno) syscall.Errno {
+	switch {
+	case validName(name):
+		return 0
+	case len(name) > maxNameLen:
+		return syscall.ENAMETOOLONG
+	}
+	return otherwise
 }
 
 // join makes the key path of name under dir ("" is the root of the bucket).

@@ -34,6 +34,7 @@ import (
 	"io"
 	"sync"
 	"syscall"
+	"time"
 
 	"github.com/hanwen/go-fuse/v2/fuse"
 
@@ -52,6 +53,13 @@ const (
 	// readahead starts.
 	seqThreshold = 2 << 20
 )
+
+// getTimeout bounds one ranged GET of n bytes, body included: a server that
+// stops answering fails the read with EIO instead of hanging it (the SDK
+// retries first). 30 s, plus one second per MiB (≥ 1 MiB/s).
+func getTimeout(n int64) time.Duration {
+	return 30*time.Second + time.Duration(n>>20)*time.Second
+}
 
 // reader reads one version (ETag) of one object.
 type reader struct {
@@ -234,7 +242,13 @@ func (r *reader) fetchRun(a int64, flights []*cache.Flight, readahead bool) {
 	bs := r.fsys.cfg.BlockSize
 	off := a * bs
 	n := min(int64(len(flights))*bs, r.size-off)
-	body, err := r.fsys.client.OpenRange(context.Background(), r.key, r.etag, off, n)
+	ctx, cancel := context.WithTimeout(context.Background(), getTimeout(n))
+	defer cancel()
+	body, err := r.fsys.client.OpenRange(ctx, r.key, r.etag, off, n)
+	if errors.Is(err, s3backend.ErrNotFound) && r.etag != "" {
+		// Deleted since it was opened: the version this handle reads is gone.
+		err = fmt.Errorf("%s was deleted while open: %w (%v)", r.key, s3backend.ErrChanged, err)
+	}
 	if body != nil {
 		defer body.Close()
 	}

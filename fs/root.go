@@ -122,6 +122,7 @@ func Mount(mountpoint string, root Root, mc MountConfig) (*fuse.Server, error) {
 		return nil, err
 	}
 	ttl := mc.TTL
+	var noNegative time.Duration
 	opts := &gofs.Options{
 		MountOptions: fuse.MountOptions{
 			FsName:        mc.FsName,
@@ -134,9 +135,11 @@ func Mount(mountpoint string, root Root, mc MountConfig) (*fuse.Server, error) {
 			Debug:         mc.Debug,
 			Options:       append([]string{"default_permissions"}, mc.Options...),
 		},
-		EntryTimeout:    &ttl,
-		AttrTimeout:     &ttl,
-		NegativeTimeout: &ttl,
+		EntryTimeout: &ttl,
+		AttrTimeout:  &ttl,
+		// No kernel negative entries: absent names are answered from
+		// the stat cache (no request) and stay absent no longer than it.
+		NegativeTimeout: &noNegative,
 		UID:             rc.UID,
 		GID:             rc.GID,
 	}

@@ -31,6 +31,7 @@ import (
 	"context"
 	"errors"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -88,6 +89,9 @@ type writer struct {
 	slots     chan struct{}
 	errMu     sync.Mutex
 	err       error // guarded by errMu; the first failure, sticky
+	// shownSize and shown mirror size and replacing for stat(2).
+	shownSize atomic.Int64
+	shown     atomic.Bool
 }
 
 func newWriter(f *File, size int64, created bool) *writer {
@@ -96,15 +100,21 @@ func newWriter(f *File, size int64, created bool) *writer {
 	if size == 0 {
 		w.replacing = true
 	}
+	w.publishLocked()
 	return w
 }
 
 // visibleSize is the size stat(2) shows while the handle is open: what it
 // has written, once it has taken the file over.
+// It takes no lock, so stat never waits for an upload in progress.
 func (w *writer) visibleSize() (int64, bool) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	return w.size, w.replacing
+	return w.shownSize.Load(), w.shown.Load()
+}
+
+// publishLocked makes the size and state visible to visibleSize.
+func (w *writer) publishLocked() {
+	w.shownSize.Store(w.size)
+	w.shown.Store(w.replacing)
 }
 
 func (w *writer) failure() error {
@@ -138,6 +148,7 @@ func (w *writer) truncate(size int64) syscall.Errno {
 		return 0
 	case size == 0 && w.uploadID == "" && !w.multipart:
 		w.replacing, w.dirty, w.size, w.buf = true, true, 0, w.buf[:0]
+		w.publishLocked()
 		return 0
 	}
 	w.fsys.log.Info("truncate refused: only to 0 before any part is sent, or to the current size",
@@ -169,6 +180,7 @@ func (w *writer) write(data []byte, off int64) (uint32, syscall.Errno) {
 		w.buf = w.buf[:len(w.buf)+c]
 		n += c
 		w.size += int64(c)
+		w.publishLocked()
 		if int64(len(w.buf)) == w.partSize(w.nextPart) {
 			if en := w.sendPartLocked(); en != 0 {
 				return uint32(n), en
@@ -282,7 +294,7 @@ func (w *writer) commit(ctx context.Context) syscall.Errno {
 			return syscall.EIO
 		}
 		w.dirty = false
-		w.file.committed(w.size, etag, time.Now())
+		w.afterCommitLocked(ctx, key, etag)
 		return 0
 	}
 	if len(w.buf) > 0 {
@@ -308,8 +320,20 @@ func (w *writer) commit(ctx context.Context) syscall.Errno {
 		return syscall.EIO
 	}
 	w.uploadID, w.parts, w.dirty, w.multipart = "", nil, false, true
-	w.file.committed(w.size, etag, time.Now())
+	w.afterCommitLocked(ctx, key, etag)
 	return 0
+}
+
+// afterCommitLocked records a committed upload. An unlink that arrived
+// while the upload was completing found nothing in S3 to delete: the object
+// just written is deleted now, so that a removed file never reappears.
+func (w *writer) afterCommitLocked(ctx context.Context, key, etag string) {
+	if !w.file.committed(w.size, etag, time.Now()) {
+		return
+	}
+	if err := w.fsys.client.Delete(ctx, key); err != nil {
+		w.fsys.log.Error("file unlinked during its upload could not be deleted", "key", key, "err", err)
+	}
 }
 
 // abortLocked discards the multipart upload, if any, after its parts end.
@@ -349,8 +373,9 @@ func (w *writer) release(ctx context.Context) {
 
 // handle is an open file: a reader, a writer, or both (O_RDWR).
 type handle struct {
-	r *reader
-	w *writer
+	r    *reader
+	w    *writer
+	file *File // set for read-only handles, counted in File.readers
 }
 
 var (
@@ -403,6 +428,9 @@ func (h *handle) Fsync(ctx context.Context, flags uint32) syscall.Errno {
 func (h *handle) Release(ctx context.Context) syscall.Errno {
 	if h.w != nil {
 		h.w.release(context.WithoutCancel(ctx))
+	}
+	if h.file != nil {
+		h.file.readerClosed(h.r.etag)
 	}
 	return 0
 }

@@ -138,7 +138,8 @@ func classify(op, bucket, key string, err error) *Error {
 	switch e.Code {
 	case "NoSuchKey", "NoSuchBucket", "NoSuchUpload", "NotFound":
 		e.Kind = ErrNotFound
-	case "AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "Forbidden", "AllAccessDisabled":
+	case "AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "Forbidden", "AllAccessDisabled",
+		"XAdminUserNotFound": // Versity S3 Gateway's answer (404) to an unknown access key
 		e.Kind = ErrDenied
 	case "PreconditionFailed":
 		e.Kind = ErrPrecondition

@@ -5,9 +5,11 @@ import (
 	"errors"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"syscall"
 	"testing"
+	"time"
 
 	awshttp "github.com/aws/aws-sdk-go-v2/aws/transport/http"
 	"github.com/aws/smithy-go"
@@ -89,5 +91,33 @@ func TestCopySourceEncodesEveryReservedByte(t *testing.T) {
 		if got := CopySource("bkt", key); got != want {
 			t.Errorf("CopySource(%q) = %q, want %q", key, got, want)
 		}
+	}
+}
+
+func TestStalledServerFailsWithEIO(t *testing.T) {
+	stall := make(chan struct{})
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		select {
+		case <-stall:
+		case <-r.Context().Done():
+		}
+	}))
+	defer srv.Close()
+	defer close(stall)
+	old := requestTimeout
+	requestTimeout = 300 * time.Millisecond
+	defer func() { requestTimeout = old }()
+	c, err := New(context.Background(), Config{Bucket: "bkt", EndpointURL: srv.URL, ForcePathStyle: true,
+		Region: "us-east-1", AccessKeyID: "AK", SecretAccessKey: "SK"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	_, err = c.Head(context.Background(), "k")
+	if got := ToErrno(err); got != syscall.EIO {
+		t.Errorf("HEAD to a server that never answers: %v (%v), want EIO", got, err)
+	}
+	if d := time.Since(start); d > 10*time.Second {
+		t.Errorf("HEAD took %v to fail, want about the request timeout", d)
 	}
 }

@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net/http"
 	"strings"
+	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	v4 "github.com/aws/aws-sdk-go-v2/aws/signer/v4"
@@ -59,6 +60,31 @@ func New(ctx context.Context, cfg Config) (*S3, error) {
 	return s.ForBucket(cfg.Bucket, ""), nil
 }
 
+// Deadlines of requests whose caller set none, retries included, so that
+// a server that stops answering fails the operation with EIO instead of
+// hanging the program (and, for writes, leaves it unkillable in the kernel).
+var (
+	// requestTimeout bounds requests without a body to speak of.
+	requestTimeout = 60 * time.Second
+	// completeTimeout bounds CompleteMultipartUpload and CopyObject, which
+	// servers may answer only once the whole object is assembled.
+	completeTimeout = 15 * time.Minute
+)
+
+// transferTimeout bounds a request carrying n bytes: 60 s, plus one second
+// per MiB (at least 1 MiB/s).
+func transferTimeout(n int64) time.Duration {
+	return requestTimeout + time.Duration(n>>20)*time.Second
+}
+
+// bounded gives ctx the deadline d unless it already has one.
+func bounded(ctx context.Context, d time.Duration) (context.Context, context.CancelFunc) {
+	if _, ok := ctx.Deadline(); ok {
+		return ctx, func() {}
+	}
+	return context.WithTimeout(ctx, d)
+}
+
 // unsignedPayload sends bodies as UNSIGNED-PAYLOAD instead of hashing them.
 var unsignedPayload = s3.WithAPIOptions(v4.SwapComputePayloadSHA256ForUnsignedPayloadMiddleware)
 
@@ -73,6 +99,8 @@ func (c *S3) Bucket() string { return c.bucket }
 
 // Head implements Client (HeadObject).
 func (c *S3) Head(ctx context.Context, key string) (ObjectInfo, error) {
+	ctx, cancel := bounded(ctx, requestTimeout)
+	defer cancel()
 	out, err := c.api.HeadObject(ctx, &s3.HeadObjectInput{Bucket: &c.bucket, Key: &key})
 	if err != nil {
 		return ObjectInfo{}, c.fail("HeadObject", key, err)
@@ -83,6 +111,8 @@ func (c *S3) Head(ctx context.Context, key string) (ObjectInfo, error) {
 
 // List implements Client (ListObjectsV2).
 func (c *S3) List(ctx context.Context, prefix, delimiter, token string, maxKeys int32) (ListPage, error) {
+	ctx, cancel := bounded(ctx, requestTimeout)
+	defer cancel()
 	in := &s3.ListObjectsV2Input{Bucket: &c.bucket, Prefix: &prefix, MaxKeys: &maxKeys}
 	if delimiter != "" {
 		in.Delimiter = &delimiter
@@ -163,6 +193,8 @@ func conditions(opt PutOptions) (ifMatch, ifNoneMatch *string) {
 
 // Put implements Client (PutObject).
 func (c *S3) Put(ctx context.Context, key string, body []byte, opt PutOptions) (string, error) {
+	ctx, cancel := bounded(ctx, transferTimeout(int64(len(body))))
+	defer cancel()
 	ifMatch, ifNoneMatch := conditions(opt)
 	out, err := c.api.PutObject(ctx, &s3.PutObjectInput{Bucket: &c.bucket, Key: &key,
 		Body: bytes.NewReader(body), ContentLength: aws.Int64(int64(len(body))),
@@ -175,6 +207,8 @@ func (c *S3) Put(ctx context.Context, key string, body []byte, opt PutOptions) (
 
 // CreateMultipart implements Client (CreateMultipartUpload).
 func (c *S3) CreateMultipart(ctx context.Context, key string) (string, error) {
+	ctx, cancel := bounded(ctx, requestTimeout)
+	defer cancel()
 	out, err := c.api.CreateMultipartUpload(ctx, &s3.CreateMultipartUploadInput{Bucket: &c.bucket, Key: &key})
 	if err != nil {
 		return "", c.fail("CreateMultipartUpload", key, err)
@@ -184,6 +218,8 @@ func (c *S3) CreateMultipart(ctx context.Context, key string) (string, error) {
 
 // UploadPart implements Client (UploadPart).
 func (c *S3) UploadPart(ctx context.Context, key, uploadID string, num int32, body []byte) (string, error) {
+	ctx, cancel := bounded(ctx, transferTimeout(int64(len(body))))
+	defer cancel()
 	out, err := c.api.UploadPart(ctx, &s3.UploadPartInput{Bucket: &c.bucket, Key: &key, UploadId: &uploadID,
 		PartNumber: &num, Body: bytes.NewReader(body), ContentLength: aws.Int64(int64(len(body)))}, unsignedPayload)
 	if err != nil {
@@ -194,6 +230,8 @@ func (c *S3) UploadPart(ctx context.Context, key, uploadID string, num int32, bo
 
 // CompleteMultipart implements Client (CompleteMultipartUpload).
 func (c *S3) CompleteMultipart(ctx context.Context, key, uploadID string, parts []Part, opt PutOptions) (string, error) {
+	ctx, cancel := bounded(ctx, completeTimeout)
+	defer cancel()
 	cp := make([]types.CompletedPart, len(parts))
 	for i, p := range parts {
 		cp[i] = types.CompletedPart{PartNumber: aws.Int32(p.Number), ETag: aws.String(p.ETag)}
@@ -210,6 +248,8 @@ func (c *S3) CompleteMultipart(ctx context.Context, key, uploadID string, parts 
 
 // AbortMultipart implements Client (AbortMultipartUpload).
 func (c *S3) AbortMultipart(ctx context.Context, key, uploadID string) error {
+	ctx, cancel := bounded(ctx, requestTimeout)
+	defer cancel()
 	_, err := c.api.AbortMultipartUpload(ctx, &s3.AbortMultipartUploadInput{Bucket: &c.bucket, Key: &key, UploadId: &uploadID})
 	if err != nil {
 		return c.fail("AbortMultipartUpload", key, err)
@@ -219,6 +259,8 @@ func (c *S3) AbortMultipart(ctx context.Context, key, uploadID string) error {
 
 // Copy implements Client (CopyObject).
 func (c *S3) Copy(ctx context.Context, src, dst string) (string, error) {
+	ctx, cancel := bounded(ctx, completeTimeout)
+	defer cancel()
 	source := CopySource(c.bucket, src)
 	out, err := c.api.CopyObject(ctx, &s3.CopyObjectInput{Bucket: &c.bucket, Key: &dst, CopySource: &source})
 	if err != nil {
@@ -232,6 +274,8 @@ func (c *S3) Copy(ctx context.Context, src, dst string) (string, error) {
 
 // Delete implements Client (DeleteObject).
 func (c *S3) Delete(ctx context.Context, key string) error {
+	ctx, cancel := bounded(ctx, requestTimeout)
+	defer cancel()
 	_, err := c.api.DeleteObject(ctx, &s3.DeleteObjectInput{Bucket: &c.bucket, Key: &key})
 	if err != nil {
 		e := classify("DeleteObject", c.bucket, key, err)
