@@ -14,8 +14,8 @@ package fs
 // first block of a run is readable before the last has arrived.
 //
 // Readahead. Each handle tracks how many bytes it has read contiguously (its
-// streak; reads up to one block out of order, as the kernel's parallel
-// readahead sends them, still count). Once the streak passes seqThreshold
+// streak; reads a few MiB out of order, as the kernel's parallel readahead
+// sends them, still count). Once the streak passes seqThreshold
 // (more than a typical random read, so random 1 MiB reads fetch only the
 // blocks they touch), the handle keeps a window of bytes requested ahead of
 // the reader: it starts at minWindow and doubles each time the reader has
@@ -52,6 +52,9 @@ const (
 	// seqThreshold is how many contiguous bytes a handle reads before
 	// readahead starts.
 	seqThreshold = 2 << 20
+	// seqSlack is how far out of order a read may arrive and still count
+	// as sequential: a few kernel readahead requests (1 MiB each).
+	seqSlack = 4 << 20
 )
 
 // getTimeout bounds one ranged GET of n bytes, body included: a server that
@@ -96,7 +99,10 @@ func (r *reader) read(ctx context.Context, dest []byte, off int64) (fuse.ReadRes
 	first, last := off/bs, (end-1)/bs
 
 	r.mu.Lock()
-	if r.next > 0 && off >= r.next-bs && off <= r.next+bs {
+	// The kernel's readahead sends several reads at once and they may be
+	// served out of order: a read up to seqSlack (or a window) behind the
+	// furthest one, or seqSlack past it, continues the streak.
+	if r.next > 0 && off >= r.next-max(seqSlack, r.window) && off <= r.next+seqSlack {
 		if end > r.next {
 			r.streak += end - r.next
 			r.next = end
@@ -156,6 +162,11 @@ func (r *reader) read(ctx context.Context, dest []byte, off int64) (fuse.ReadRes
 		to := min(end, blockOff+int64(len(data))) - blockOff
 		if to < from {
 			return nil, syscall.EIO
+		}
+		if first == last {
+			// Within one block: reply with the block's own bytes (blocks
+			// are never modified), sparing a copy of every byte read.
+			return fuse.ReadResultData(data[from:to]), 0
 		}
 		n += copy(dest[n:], data[from:to])
 	}
