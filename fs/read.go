@@ -37,6 +37,7 @@ import (
 	"time"
 
 	"github.com/hanwen/go-fuse/v2/fuse"
+	"golang.org/x/sys/unix"
 
 	"github.com/s3mount/s3mount/cache"
 	"github.com/s3mount/s3mount/s3backend"
@@ -56,6 +57,20 @@ const (
 	// as sequential: a few kernel readahead requests (1 MiB each).
 	seqSlack = 4 << 20
 )
+
+// newRunBuffer allocates the n bytes of a run's blocks as one buffer (the
+// blocks are slices of it) and asks for transparent huge pages on it
+// (madvise(2) MADV_HUGEPAGE): filling fresh memory 4 KiB page by page
+// costs more than the network on virtual machines (measured here: 0.35
+// GB/s into fresh 4 KiB pages, 0.6-1.2 GB/s with huge pages, 1.6 GB/s
+// into reused memory). Without THP support the advice is ignored.
+func newRunBuffer(n int64) []byte {
+	buf := make([]byte, n)
+	if n >= 2<<20 {
+		_ = unix.Madvise(buf, unix.MADV_HUGEPAGE)
+	}
+	return buf
+}
 
 // getTimeout bounds one ranged GET of n bytes, body included: a server that
 // stops answering fails the read with EIO instead of hanging it (the SDK
@@ -263,6 +278,7 @@ func (r *reader) fetchRun(a int64, flights []*cache.Flight, readahead bool) {
 	if body != nil {
 		defer body.Close()
 	}
+	run := newRunBuffer(n)
 	for j, f := range flights {
 		i := a + int64(j)
 		if err != nil {
@@ -270,7 +286,8 @@ func (r *reader) fetchRun(a int64, flights []*cache.Flight, readahead bool) {
 			continue
 		}
 		want := min(bs, r.size-i*bs)
-		buf := make([]byte, want)
+		from := int64(j) * bs
+		buf := run[from : from+want : from+want]
 		if _, rerr := io.ReadFull(body, buf); rerr != nil {
 			err = rerr
 			if rerr == io.EOF || rerr == io.ErrUnexpectedEOF {
