@@ -329,11 +329,11 @@ func serve(o mountopts.Options, source, mountpoint string, debugFuse bool) error
 	}
 	slog.SetDefault(log)
 	if os.Getenv("GOMEMLIMIT") == "" {
-		// A soft memory limit near what the options allow (the block
-		// cache, one writer's parts, and room for the rest) makes the
-		// garbage collector return the cache's churn before the heap
-		// doubles, so RSS stays near --cache-size.
-		debug.SetMemoryLimit(o.CacheSize + int64(o.UploadConcurrency+1)*o.PartSize + 64<<20)
+		// The block cache lives outside the Go heap (cache.Buf); a soft
+		// limit on the heap near what it should hold (one writer's parts
+		// and room for the rest) makes the garbage collector return
+		// churn before the heap doubles.
+		debug.SetMemoryLimit(int64(o.UploadConcurrency+1)*o.PartSize + 96<<20)
 	}
 	ctx := context.Background()
 	session, err := sessionFrom(ctx, o, log)

@@ -5,6 +5,7 @@
 package cache
 
 import (
+	"errors"
 	"fmt"
 	"strconv"
 	"sync"
@@ -28,12 +29,14 @@ func (k BlockKey) String() string {
 
 // Blocks is the shared block cache. Cost is the block's length in bytes, so
 // the bytes it holds stay under MaxBytes (ristretto's admission may refuse a
-// block; whoever fetched it still has it). A block being fetched is a
-// Flight, registered so that every reader wanting it waits for the one
-// request instead of sending its own (request coalescing).
+// block; whoever fetched it still has it). Block bytes live in an arena of
+// reused slots (see Buf). A block being fetched is a Flight, registered so
+// that every reader wanting it waits for the one request instead of sending
+// its own (request coalescing).
 type Blocks struct {
-	c        *ristretto.Cache[string, []byte]
+	c        *ristretto.Cache[string, *Buf]
 	maxBytes int64
+	arena    *arena
 
 	mu      sync.Mutex
 	flights map[string]*Flight // guarded by mu
@@ -41,23 +44,74 @@ type Blocks struct {
 	hits, misses, fetches atomic.Int64
 }
 
-// Flight is a block being fetched. Wait for it with Done, then read Data.
+// errRecycled: a finished block's bytes were reused before this reader took
+// them (the cache had dropped the block); the reader fetches it again.
+var errRecycled = errors.New("block recycled before it was read")
+
+// IsRecycled reports whether Take failed only because the block's bytes
+// were reused; fetching the block again is the remedy.
+func IsRecycled(err error) bool { return err == errRecycled }
+
+// Flight is a block being fetched. Wait for Done, then Take the bytes.
 type Flight struct {
 	done chan struct{}
-	data []byte
+	buf  *Buf // set by Finish before done closes; holds the flight's own reference
 	err  error
+
+	mu       sync.Mutex
+	finished bool // guarded by mu
+	dropped  bool // guarded by mu
 }
 
 // Done is closed once the block (or its error) is there.
 func (f *Flight) Done() <-chan struct{} { return f.done }
 
-// Result returns the block's bytes or the fetch's error; only after Done.
-func (f *Flight) Result() ([]byte, error) { return f.data, f.err }
+// Take returns the block with a reference for the caller, who releases it.
+// Only after Done.
+func (f *Flight) Take() (*Buf, error) {
+	if f.err != nil {
+		return nil, f.err
+	}
+	if f.buf == nil || !f.buf.Retain() {
+		return nil, errRecycled
+	}
+	return f.buf, nil
+}
 
-// Ready returns a finished Flight holding data, for a block that needs no
-// fetch.
-func Ready(data []byte) *Flight {
-	f := &Flight{done: make(chan struct{}), data: data}
+// Drop releases the flight's own reference; its claimer calls it once no
+// reader will Take from it any more, at any time: a flight still in the
+// air drops it when it lands. Later Drops do nothing.
+func (f *Flight) Drop() {
+	f.mu.Lock()
+	if f.dropped {
+		f.mu.Unlock()
+		return
+	}
+	f.dropped = true
+	finished, buf := f.finished, f.buf
+	f.mu.Unlock()
+	if finished && buf != nil {
+		buf.Release()
+	}
+}
+
+// land records the result; it releases the flight's reference at once when
+// the flight was dropped while in the air.
+func (f *Flight) land(buf *Buf, err error) {
+	f.mu.Lock()
+	f.buf, f.err, f.finished = buf, err, true
+	dropped := f.dropped
+	f.mu.Unlock()
+	close(f.done)
+	if dropped && buf != nil {
+		buf.Release()
+	}
+}
+
+// Ready returns a finished Flight owning buf's reference (Drop releases it),
+// for a block that needs no fetch.
+func Ready(buf *Buf) *Flight {
+	f := &Flight{done: make(chan struct{}), buf: buf, finished: true}
 	close(f.done)
 	return f
 }
@@ -66,41 +120,74 @@ func Ready(data []byte) *Flight {
 type BlockStats struct {
 	Hits, Misses int64 // Acquire lookups answered from the cache, or not
 	Fetches      int64 // flights claimed, i.e. blocks requested from S3
+	ArenaSlots   int   // arena slots in use (cached, in flight or being read)
 }
 
-// NewBlocks makes a cache holding at most maxBytes bytes of blocks of about
-// blockSize bytes each.
+// NewBlocks makes a cache holding at most maxBytes bytes of blocks of at
+// most blockSize bytes each. Its arena has room for the cache and 48 MiB
+// more of blocks in flight or being read; past that, blocks come from the
+// Go heap.
 func NewBlocks(maxBytes, blockSize int64) (*Blocks, error) {
 	if blockSize <= 0 || maxBytes < blockSize {
 		return nil, fmt.Errorf("block cache: size %d bytes cannot hold a block of %d bytes", maxBytes, blockSize)
 	}
-	c, err := ristretto.NewCache(&ristretto.Config[string, []byte]{
+	b := &Blocks{maxBytes: maxBytes, flights: map[string]*Flight{}}
+	const headroom = 48 << 20
+	a, err := newArena(int((maxBytes+headroom+blockSize-1)/blockSize), blockSize)
+	if err != nil {
+		return nil, fmt.Errorf("block cache: mapping %d bytes: %w", maxBytes+headroom, err)
+	}
+	b.arena = a
+	c, err := ristretto.NewCache(&ristretto.Config[string, *Buf]{
 		NumCounters:        10 * (maxBytes/blockSize + 1),
 		MaxCost:            maxBytes,
 		BufferItems:        64,
 		IgnoreInternalCost: true,
+		// Every way out of the cache (eviction, refusal, replacement,
+		// deletion) drops the cache's reference.
+		OnExit: func(v *Buf) {
+			if v != nil {
+				v.Release()
+			}
+		},
 	})
 	if err != nil {
+		a.close()
 		return nil, fmt.Errorf("block cache: %w", err)
 	}
-	return &Blocks{c: c, maxBytes: maxBytes, flights: map[string]*Flight{}}, nil
+	b.c = c
+	return b, nil
 }
 
 // MaxBytes is the cache's bound in bytes.
 func (b *Blocks) MaxBytes() int64 { return b.maxBytes }
 
-// Get returns a cached block.
-func (b *Blocks) Get(k BlockKey) ([]byte, bool) {
-	return b.c.Get(k.String())
+// NewBuf returns memory for a block of n bytes with one reference, from the
+// arena when a slot is free.
+func (b *Blocks) NewBuf(n int64) *Buf {
+	if buf := b.arena.get(n); buf != nil {
+		return buf
+	}
+	return &Buf{data: make([]byte, n)}
 }
 
-// Acquire finds block k. It returns exactly one of: the cached bytes; the
-// Flight of a fetch already under way (wait for it); or, with claimed true,
-// a new Flight that the caller must fetch and Finish, for every other
-// reader of the block will wait on it.
-func (b *Blocks) Acquire(k BlockKey) (data []byte, f *Flight, claimed bool) {
+// Get returns a cached block with a reference for the caller.
+func (b *Blocks) Get(k BlockKey) (*Buf, bool) {
+	v, ok := b.c.Get(k.String())
+	if ok && v.Retain() {
+		return v, true
+	}
+	return nil, false
+}
+
+// Acquire finds block k. It returns exactly one of: the cached block, with
+// a reference for the caller; the Flight of a fetch already under way (wait
+// for it, then Take); or, with claimed true, a new Flight that the caller
+// must fetch and Finish, for every other reader of the block will wait on
+// it, and Drop once done with it.
+func (b *Blocks) Acquire(k BlockKey) (buf *Buf, f *Flight, claimed bool) {
 	s := k.String()
-	if v, ok := b.c.Get(s); ok {
+	if v, ok := b.c.Get(s); ok && v.Retain() {
 		b.hits.Add(1)
 		return v, nil, false
 	}
@@ -111,7 +198,7 @@ func (b *Blocks) Acquire(k BlockKey) (data []byte, f *Flight, claimed bool) {
 		return nil, f, false
 	}
 	// The block may have landed between the Get and the lock.
-	if v, ok := b.c.Get(s); ok {
+	if v, ok := b.c.Get(s); ok && v.Retain() {
 		return v, nil, false
 	}
 	f = &Flight{done: make(chan struct{})}
@@ -120,30 +207,36 @@ func (b *Blocks) Acquire(k BlockKey) (data []byte, f *Flight, claimed bool) {
 	return nil, f, true
 }
 
-// Finish ends a claimed Flight: on success the block is cached (the Set is
-// applied before the flight is unregistered, so a later Acquire finds it),
-// and the waiters are woken either way.
-func (b *Blocks) Finish(k BlockKey, f *Flight, data []byte, err error) {
+// Finish ends a claimed Flight. On success buf, whose reference passes to
+// the flight, is also cached (the Set is applied before the flight is
+// unregistered, so a later Acquire finds it); the waiters are woken either
+// way.
+func (b *Blocks) Finish(k BlockKey, f *Flight, buf *Buf, err error) {
 	s := k.String()
-	f.data, f.err = data, err
-	if err == nil && b.c.Set(s, data, int64(len(data))) {
-		b.c.Wait()
+	if err == nil && buf.Retain() {
+		if b.c.Set(s, buf, int64(len(buf.data))) {
+			b.c.Wait()
+		} else {
+			buf.Release() // dropped by a full set buffer: no OnExit
+		}
 	}
 	b.mu.Lock()
 	if b.flights[s] == f {
 		delete(b.flights, s)
 	}
 	b.mu.Unlock()
-	close(f.done)
+	f.land(buf, err)
 }
 
 // Stats returns the counters.
 func (b *Blocks) Stats() BlockStats {
-	return BlockStats{Hits: b.hits.Load(), Misses: b.misses.Load(), Fetches: b.fetches.Load()}
+	return BlockStats{Hits: b.hits.Load(), Misses: b.misses.Load(), Fetches: b.fetches.Load(),
+		ArenaSlots: b.arena.inUse()}
 }
 
 // Wait blocks until buffered Sets are applied (for tests).
 func (b *Blocks) Wait() { b.c.Wait() }
 
-// Close stops the cache's goroutines.
+// Close stops the cache's goroutines. The arena stays mapped: replies in
+// flight may still point into it.
 func (b *Blocks) Close() { b.c.Close() }

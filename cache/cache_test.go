@@ -65,18 +65,29 @@ func TestMetaZeroTTLCachesNothing(t *testing.T) {
 	}
 }
 
-// fetchOrWait is how a reader uses Acquire: fetch when it claims, else wait.
+// fetchOrWait is how a reader uses Acquire: fetch when it claims, else
+// wait; it returns a copy of the bytes and releases its references.
 func fetchOrWait(b *Blocks, k BlockKey, fetch func() ([]byte, error)) ([]byte, error) {
-	data, f, claimed := b.Acquire(k)
-	if data != nil {
-		return data, nil
+	buf, f, claimed := b.Acquire(k)
+	if buf == nil {
+		if claimed {
+			d, err := fetch()
+			var nb *Buf
+			if err == nil {
+				nb = b.NewBuf(int64(len(d)))
+				copy(nb.Bytes(), d)
+			}
+			b.Finish(k, f, nb, err)
+			defer f.Drop()
+		}
+		<-f.Done()
+		var err error
+		if buf, err = f.Take(); err != nil {
+			return nil, err
+		}
 	}
-	if claimed {
-		d, err := fetch()
-		b.Finish(k, f, d, err)
-	}
-	<-f.Done()
-	return f.Result()
+	defer buf.Release()
+	return append([]byte(nil), buf.Bytes()...), nil
 }
 
 func TestBlocksCoalesceConcurrentFetches(t *testing.T) {
@@ -109,8 +120,10 @@ func TestBlocksCoalesceConcurrentFetches(t *testing.T) {
 	if n := fetches.Load(); n != 1 {
 		t.Errorf("8 concurrent readers ran %d fetches, want 1", n)
 	}
-	if _, ok := b.Get(k); !ok {
+	if v, ok := b.Get(k); !ok {
 		t.Error("fetched block not cached")
+	} else {
+		v.Release()
 	}
 	k2 := k
 	k2.ETag = `"e2"`
@@ -154,8 +167,12 @@ func TestBlocksBoundHolds(t *testing.T) {
 	b.Wait()
 	held := int64(0)
 	for i := int64(0); i < 200; i++ {
-		if v, ok := b.c.Get(BlockKey{Bucket: "b", Key: "k", Index: i}.String()); ok {
-			held += int64(len(v))
+		if v, ok := b.Get(BlockKey{Bucket: "b", Key: "k", Index: i}); ok {
+			if !bytes.Equal(v.Bytes(), bytes.Repeat([]byte{byte(i)}, block)) {
+				t.Errorf("block %d holds another block's bytes", i)
+			}
+			held += int64(len(v.Bytes()))
+			v.Release()
 		}
 	}
 	if held > max {
@@ -164,4 +181,66 @@ func TestBlocksBoundHolds(t *testing.T) {
 	if held == 0 {
 		t.Error("cache holds nothing")
 	}
+	// Only cached blocks hold arena slots once every reader is done.
+	if slots := b.Stats().ArenaSlots; int64(slots)*block != held {
+		t.Errorf("%d arena slots in use for %d cached bytes: a reference leaked", slots, held)
+	}
+}
+
+func TestBufRecycledSlotIsNotRetained(t *testing.T) {
+	a, err := newArena(1, 16)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.close()
+	old := a.get(16)
+	if old == nil || !old.Retain() {
+		t.Fatal("a fresh slot cannot be retained")
+	}
+	old.Release()
+	old.Release() // the slot is free again
+	if a.get(16) == nil {
+		t.Fatal("the only slot was not handed out again")
+	}
+	if old.Retain() {
+		t.Error("a Buf retained its slot after the slot went to another block")
+	}
+	if a.inUse() != 1 {
+		t.Errorf("%d slots in use, want 1 (the new owner's)", a.inUse())
+	}
+	if a.get(16) != nil {
+		t.Error("a slot was handed out twice")
+	}
+}
+
+func TestBlocksConcurrentReadersSeeTheirOwnBytes(t *testing.T) {
+	// A tiny cache under many readers: slots are evicted and reused all the
+	// time, and every reader must still see exactly its block's bytes.
+	const block = 1 << 10
+	b, err := NewBlocks(8*block, block)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	var wg sync.WaitGroup
+	for r := 0; r < 8; r++ {
+		wg.Add(1)
+		go func(r int) {
+			defer wg.Done()
+			for n := 0; n < 400; n++ {
+				i := int64((n*7 + r*13) % 64)
+				want := bytes.Repeat([]byte{byte(i)}, block)
+				got, err := fetchOrWait(b, BlockKey{Bucket: "b", Key: "k", Index: i}, func() ([]byte, error) { return want, nil })
+				if err != nil && !IsRecycled(err) {
+					t.Errorf("block %d: %v", i, err)
+					return
+				}
+				if err == nil && !bytes.Equal(got, want) {
+					t.Errorf("block %d: read another block's bytes", i)
+					return
+				}
+			}
+		}(r)
+	}
+	wg.Wait()
 }

@@ -533,11 +533,23 @@ func TestSemanticsCacheBoundUnderLargerWorkload(t *testing.T) {
 	held := 0
 	for i := int64(0); i < 200; i++ {
 		if b, ok := blocks.Get(cache.BlockKey{Bucket: "bkt", Key: "big", ETag: info.ETag, Index: i}); ok {
-			held += len(b)
+			if !bytes.Equal(b.Bytes(), data[i*testBlock:(i+1)*testBlock]) {
+				t.Errorf("cached block %d holds other bytes", i)
+			}
+			held += len(b.Bytes())
+			b.Release()
 		}
 	}
 	if held > bound || held == 0 {
 		t.Errorf("cache holds %d bytes after reading %d, want 0 < held ≤ %d", held, 2*size, bound)
+	}
+	// Once the readers are gone, only cached blocks hold memory.
+	deadline := time.Now().Add(2 * time.Second)
+	for blocks.Stats().ArenaSlots*testBlock != held && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if slots := blocks.Stats().ArenaSlots; slots*testBlock != held {
+		t.Errorf("%d block buffers in use for %d cached bytes: a reference leaked", slots, held)
 	}
 }
 

@@ -37,7 +37,6 @@ import (
 	"time"
 
 	"github.com/hanwen/go-fuse/v2/fuse"
-	"golang.org/x/sys/unix"
 
 	"github.com/s3mount/s3mount/cache"
 	"github.com/s3mount/s3mount/s3backend"
@@ -58,20 +57,6 @@ const (
 	seqSlack = 4 << 20
 )
 
-// newRunBuffer allocates the n bytes of a run's blocks as one buffer (the
-// blocks are slices of it) and asks for transparent huge pages on it
-// (madvise(2) MADV_HUGEPAGE): filling fresh memory 4 KiB page by page
-// costs more than the network on virtual machines (measured here: 0.35
-// GB/s into fresh 4 KiB pages, 0.6-1.2 GB/s with huge pages, 1.6 GB/s
-// into reused memory). Without THP support the advice is ignored.
-func newRunBuffer(n int64) []byte {
-	buf := make([]byte, n)
-	if n >= 2<<20 {
-		_ = unix.Madvise(buf, unix.MADV_HUGEPAGE)
-	}
-	return buf
-}
-
 // getTimeout bounds one ranged GET of n bytes, body included: a server that
 // stops answering fails the read with EIO instead of hanging it (the SDK
 // retries first). 30 s, plus one second per MiB (≥ 1 MiB/s).
@@ -87,21 +72,53 @@ type reader struct {
 	size int64
 
 	mu     sync.Mutex
-	next   int64                   // guarded by mu; offset after the furthest read
-	streak int64                   // guarded by mu; contiguous bytes read ending at next
-	window int64                   // guarded by mu; readahead bytes, 0 when not sequential
-	ahead  int64                   // guarded by mu; readahead requested up to here
-	held   map[int64]*cache.Flight // guarded by mu; blocks fetched ahead, not yet passed
-	slots  chan struct{}           // this handle's readahead GETs in flight
+	next   int64                // guarded by mu; offset after the furthest read
+	streak int64                // guarded by mu; contiguous bytes read ending at next
+	window int64                // guarded by mu; readahead bytes, 0 when not sequential
+	ahead  int64                // guarded by mu; readahead requested up to here
+	held   map[int64]heldFlight // guarded by mu; blocks fetched ahead, not yet passed
+	slots  chan struct{}        // this handle's readahead GETs in flight
+}
+
+// heldFlight is a block the handle fetched or found ahead of the reader.
+// owned: the handle holds the flight's reference and drops it when the
+// block is passed.
+type heldFlight struct {
+	f     *cache.Flight
+	owned bool
 }
 
 func newReader(fsys *FS, key, etag string, size int64) *reader {
-	return &reader{fsys: fsys, key: key, etag: etag, size: size, held: map[int64]*cache.Flight{},
+	return &reader{fsys: fsys, key: key, etag: etag, size: size, held: map[int64]heldFlight{},
 		slots: make(chan struct{}, fsys.cfg.DownloadThreads)}
 }
 
 func (r *reader) blockKey(i int64) cache.BlockKey {
 	return cache.BlockKey{Bucket: r.fsys.client.Bucket(), Key: r.key, ETag: r.etag, Index: i}
+}
+
+func (r *reader) dropHeldLocked(i int64) {
+	if h, ok := r.held[i]; ok {
+		if h.owned {
+			h.f.Drop()
+		}
+		delete(r.held, i)
+	}
+}
+
+// close drops what the handle holds; called at release.
+func (r *reader) close() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for i := range r.held {
+		r.dropHeldLocked(i)
+	}
+}
+
+// want is one block a read needs.
+type want struct {
+	f     *cache.Flight
+	owned bool // the read drops the flight's reference once it has taken it
 }
 
 // read fills dest from off. It returns fewer bytes only at end of file.
@@ -124,13 +141,15 @@ func (r *reader) read(ctx context.Context, dest []byte, off int64) (fuse.ReadRes
 		}
 	} else {
 		r.streak, r.next, r.window, r.ahead = end-off, end, 0, 0
-		clear(r.held)
+		for i := range r.held {
+			r.dropHeldLocked(i)
+		}
 	}
-	flights := make([]*cache.Flight, 0, last-first+1)
+	wants := make([]want, 0, last-first+1)
 	var runs [][]*cache.Flight
 	var runStart []int64
 	for i := first; i <= last; i++ {
-		f, claimed := r.acquireLocked(i)
+		f, owned, claimed := r.acquireLocked(i)
 		if claimed {
 			if n := len(runs); n > 0 && runStart[n-1]+int64(len(runs[n-1])) == i {
 				runs[n-1] = append(runs[n-1], f)
@@ -138,7 +157,7 @@ func (r *reader) read(ctx context.Context, dest []byte, off int64) (fuse.ReadRes
 				runs, runStart = append(runs, []*cache.Flight{f}), append(runStart, i)
 			}
 		}
-		flights = append(flights, f)
+		wants = append(wants, want{f: f, owned: owned})
 	}
 	for j := range runs {
 		go r.fetchRun(runStart[j], runs[j], false)
@@ -148,66 +167,114 @@ func (r *reader) read(ctx context.Context, dest []byte, off int64) (fuse.ReadRes
 	}
 	for j := range r.held {
 		if j < first {
-			delete(r.held, j)
+			r.dropHeldLocked(j)
 		}
 	}
 	r.mu.Unlock()
 
-	n := 0
-	for j, f := range flights {
+	bufs := make([]*cache.Buf, 0, len(wants))
+	release := func() {
+		for _, b := range bufs {
+			b.Release()
+		}
+	}
+	for j, w := range wants {
 		i := first + int64(j)
-		data, err := r.wait(ctx, f)
+		buf, err := r.take(ctx, w)
 		if err != nil && !errors.Is(err, s3backend.ErrChanged) && ctx.Err() == nil {
-			// A failed readahead is retried once by the reader itself.
-			r.fsys.log.Debug("read: retrying block", "key", r.key, "block", i, "err", err)
+			// A failed readahead, or a block whose bytes were reused
+			// before this read took them: fetched again by the reader.
+			if !cache.IsRecycled(err) {
+				r.fsys.log.Debug("read: retrying block", "key", r.key, "block", i, "err", err)
+			}
 			r.mu.Lock()
-			delete(r.held, i)
-			f, claimed := r.acquireLocked(i)
+			r.dropHeldLocked(i)
+			f, owned, claimed := r.acquireLocked(i)
 			r.mu.Unlock()
 			if claimed {
 				go r.fetchRun(i, []*cache.Flight{f}, false)
 			}
-			data, err = r.wait(ctx, f)
+			buf, err = r.take(ctx, want{f: f, owned: owned})
 		}
 		if err != nil {
+			// The wants not reached still own their flights' references.
+			for _, rest := range wants[j+1:] {
+				if rest.owned {
+					rest.f.Drop()
+				}
+			}
+			release()
 			return nil, errno(err)
 		}
-		blockOff := i * bs
+		bufs = append(bufs, buf)
+	}
+	if first == last {
+		// Within one block: reply with the block's own bytes, held until
+		// the reply is sent, sparing a copy of every byte read.
+		data := bufs[0].Bytes()
+		from, to := off-first*bs, min(end-first*bs, int64(len(data)))
+		if to < from {
+			release()
+			return nil, syscall.EIO
+		}
+		return &bufResult{buf: bufs[0], data: data[from:to]}, 0
+	}
+	defer release()
+	n := 0
+	for j, buf := range bufs {
+		data := buf.Bytes()
+		blockOff := (first + int64(j)) * bs
 		from := max(off, blockOff) - blockOff
 		to := min(end, blockOff+int64(len(data))) - blockOff
 		if to < from {
 			return nil, syscall.EIO
-		}
-		if first == last {
-			// Within one block: reply with the block's own bytes (blocks
-			// are never modified), sparing a copy of every byte read.
-			return fuse.ReadResultData(data[from:to]), 0
 		}
 		n += copy(dest[n:], data[from:to])
 	}
 	return fuse.ReadResultData(dest[:n]), 0
 }
 
-func (r *reader) wait(ctx context.Context, f *cache.Flight) ([]byte, error) {
+// take waits for w's block and returns it with a reference, dropping the
+// flight's own reference when the read owns it.
+func (r *reader) take(ctx context.Context, w want) (*cache.Buf, error) {
 	select {
-	case <-f.Done():
-		return f.Result()
+	case <-w.f.Done():
 	case <-ctx.Done():
+		if w.owned {
+			w.f.Drop()
+		}
 		return nil, context.Canceled
 	}
+	buf, err := w.f.Take()
+	if w.owned {
+		w.f.Drop()
+	}
+	return buf, err
 }
 
-// acquireLocked returns block i's flight: held, cached, in flight elsewhere,
-// or newly claimed (claimed true: the caller must start its fetch).
-func (r *reader) acquireLocked(i int64) (*cache.Flight, bool) {
-	if f := r.held[i]; f != nil {
-		return f, false
+// bufResult is a read reply made of a block's own bytes; the block's
+// reference is released once go-fuse has sent it.
+type bufResult struct {
+	buf  *cache.Buf
+	data []byte
+}
+
+func (b *bufResult) Bytes(_ []byte) ([]byte, fuse.Status) { return b.data, fuse.OK }
+func (b *bufResult) Size() int                            { return len(b.data) }
+func (b *bufResult) Done()                                { b.buf.Release() }
+
+// acquireLocked returns block i's flight: held (owned by the held map),
+// cached (a ready flight the caller owns), in flight elsewhere (not owned),
+// or newly claimed (owned, and claimed: the caller must start its fetch).
+func (r *reader) acquireLocked(i int64) (f *cache.Flight, owned, claimed bool) {
+	if h, ok := r.held[i]; ok {
+		return h.f, false, false
 	}
-	data, f, claimed := r.fsys.blocks.Acquire(r.blockKey(i))
-	if data != nil {
-		f = cache.Ready(data)
+	buf, f, claimed := r.fsys.blocks.Acquire(r.blockKey(i))
+	if buf != nil {
+		return cache.Ready(buf), true, false
 	}
-	return f, claimed
+	return f, claimed, claimed
 }
 
 // readaheadLocked keeps the window of requested bytes ahead of end.
@@ -236,8 +303,10 @@ func (r *reader) readaheadLocked(end int64) {
 		var run []*cache.Flight
 		runStart := a
 		for i := a; i < a+nb; i++ {
-			f, claimed := r.acquireLocked(i)
-			r.held[i] = f
+			f, owned, claimed := r.acquireLocked(i)
+			if _, ok := r.held[i]; !ok {
+				r.held[i] = heldFlight{f: f, owned: owned}
+			}
 			if claimed {
 				if len(run) == 0 {
 					runStart = i
@@ -278,7 +347,6 @@ func (r *reader) fetchRun(a int64, flights []*cache.Flight, readahead bool) {
 	if body != nil {
 		defer body.Close()
 	}
-	run := newRunBuffer(n)
 	for j, f := range flights {
 		i := a + int64(j)
 		if err != nil {
@@ -286,9 +354,9 @@ func (r *reader) fetchRun(a int64, flights []*cache.Flight, readahead bool) {
 			continue
 		}
 		want := min(bs, r.size-i*bs)
-		from := int64(j) * bs
-		buf := run[from : from+want : from+want]
-		if _, rerr := io.ReadFull(body, buf); rerr != nil {
+		buf := r.fsys.blocks.NewBuf(want)
+		if _, rerr := io.ReadFull(body, buf.Bytes()); rerr != nil {
+			buf.Release()
 			err = rerr
 			if rerr == io.EOF || rerr == io.ErrUnexpectedEOF {
 				err = fmt.Errorf("%s: object ends before byte %d: %w", r.key, i*bs+want, s3backend.ErrChanged)

@@ -429,6 +429,9 @@ func (h *handle) Release(ctx context.Context) syscall.Errno {
 	if h.w != nil {
 		h.w.release(context.WithoutCancel(ctx))
 	}
+	if h.r != nil {
+		h.r.close()
+	}
 	if h.file != nil {
 		h.file.readerClosed(h.r.etag)
 	}

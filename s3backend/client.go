@@ -94,33 +94,51 @@ func Probe(ctx context.Context, c Client, prefix, endpoint string) error {
 	if err == nil {
 		return nil
 	}
-	var e *Error
-	code := ""
-	if errors.As(err, &e) {
-		code = e.Code
-		if code == "" && e.Status != 0 {
-			code = fmt.Sprintf("HTTP %d", e.Status)
-		}
+	f := describe(err, endpoint)
+	switch {
+	case f.common != nil:
+		return f.common
+	case f.code == "NoSuchBucket":
+		return fmt.Errorf("bucket %q does not exist at %s (NoSuchBucket)", c.Bucket(), f.where)
+	case errors.Is(err, ErrDenied), f.code == "InvalidAccessKeyId":
+		return fmt.Errorf("access denied listing s3://%s/%s (%s): check the credentials and the bucket policy", c.Bucket(), prefix, f.code)
+	case errors.Is(err, ErrNotFound):
+		return fmt.Errorf("bucket %q not found at %s (%s)", c.Bucket(), f.where, f.code)
 	}
-	where := endpoint
-	if where == "" {
-		where = "the AWS endpoint"
+	return fmt.Errorf("checking s3://%s/%s: %w", c.Bucket(), prefix, err)
+}
+
+// failure is what a probe's error says, read once for the messages of
+// Probe and ProbeBuckets.
+type failure struct {
+	code   string // S3 error code, or "HTTP nnn"
+	where  string // the endpoint, for messages
+	common error  // the one-line message when the cause is not the probe's own
+}
+
+// describe reads a probe's error: its code, and a message for the causes
+// every probe shares (role, credentials, an unreachable endpoint).
+func describe(err error, endpoint string) failure {
+	f := failure{where: endpoint}
+	if f.where == "" {
+		f.where = "the AWS endpoint"
+	}
+	var e *Error
+	if errors.As(err, &e) {
+		f.code = e.Code
+		if f.code == "" && e.Status != 0 {
+			f.code = fmt.Sprintf("HTTP %d", e.Status)
+		}
 	}
 	switch {
 	case errors.Is(err, ErrAssumeRole):
-		return AssumeRoleError(err)
+		f.common = AssumeRoleError(err)
 	case errors.Is(err, ErrNoCredentials):
-		return errors.New("no AWS credentials found: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, AWS_PROFILE, or --access-key-id with --secret-access-key-file")
-	case code == "NoSuchBucket":
-		return fmt.Errorf("bucket %q does not exist at %s (NoSuchBucket)", c.Bucket(), where)
-	case errors.Is(err, ErrDenied), code == "InvalidAccessKeyId":
-		return fmt.Errorf("access denied listing s3://%s/%s (%s): check the credentials and the bucket policy", c.Bucket(), prefix, code)
-	case errors.Is(err, ErrNotFound):
-		return fmt.Errorf("bucket %q not found at %s (%s)", c.Bucket(), where, code)
+		f.common = errors.New("no AWS credentials found: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, AWS_PROFILE, or --access-key-id with --secret-access-key-file")
 	case errors.Is(err, ErrUnavailable) && e != nil && e.Status == 0:
-		return fmt.Errorf("cannot reach the S3 endpoint %s: %v", where, rootCause(e.Err))
+		f.common = fmt.Errorf("cannot reach the S3 endpoint %s: %v", f.where, rootCause(e.Err))
 	}
-	return fmt.Errorf("checking s3://%s/%s: %w", c.Bucket(), prefix, err)
+	return f
 }
 
 // AssumeRoleError says in one line why STS AssumeRole failed: the STS

@@ -366,27 +366,12 @@ func ProbeBuckets(ctx context.Context, b Buckets, endpoint string) error {
 	if err == nil {
 		return nil
 	}
-	var e *Error
-	code := ""
-	if errors.As(err, &e) {
-		code = e.Code
-		if code == "" && e.Status != 0 {
-			code = fmt.Sprintf("HTTP %d", e.Status)
-		}
-	}
-	where := endpoint
-	if where == "" {
-		where = "the AWS endpoint"
-	}
+	f := describe(err, endpoint)
 	switch {
-	case errors.Is(err, ErrAssumeRole):
-		return AssumeRoleError(err)
-	case errors.Is(err, ErrNoCredentials):
-		return errors.New("no AWS credentials found: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, AWS_PROFILE, or --access-key-id with --secret-access-key-file")
+	case f.common != nil:
+		return f.common
 	case errors.Is(err, ErrDenied):
-		return fmt.Errorf("access denied listing the buckets (%s): mounting every bucket needs s3:ListAllMyBuckets; name a bucket to mount only it", code)
-	case errors.Is(err, ErrUnavailable) && e != nil && e.Status == 0:
-		return fmt.Errorf("cannot reach the S3 endpoint %s: %v", where, rootCause(e.Err))
+		return fmt.Errorf("access denied listing the buckets (%s): mounting every bucket needs s3:ListAllMyBuckets; name a bucket to mount only it", f.code)
 	}
 	return fmt.Errorf("listing the buckets: %w", err)
 }
