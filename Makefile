@@ -6,6 +6,8 @@
 #   make demo       local S3 server seeded with files, bucket "demo" mounted at ./mnt
 #   make demo-stop  unmount ./mnt and stop the demo server
 #   make fmt        gofmt the module
+#   make bench      issue 4's benchmark: s3mount vs raw SDK, page cache, s3fs and rclone (installs the
+#                   peers with apt-get when missing); BENCH_FLAGS=-quick for a smoke run, see test/bench/README.md
 
 SHELL := /bin/bash
 GO ?= go
@@ -17,7 +19,10 @@ export VERSITYGW
 DEMO_DIR := $(CURDIR)/.demo
 DEMO_MNT := $(CURDIR)/mnt
 
-.PHONY: all build deps fuse versitygw vet unit integration test demo demo-stop fmt
+BENCH_FLAGS ?=
+BENCH_PEERS ?= s3fs rclone
+
+.PHONY: all build deps fuse versitygw vet unit integration test demo demo-stop fmt bench bench-peers
 
 all: build
 
@@ -62,7 +67,7 @@ test: deps
 fmt:
 	$(GO) fmt ./...
 
-demo: build versitygw
+demo: build fuse versitygw
 	@$(MAKE) --no-print-directory demo-stop
 	$(GO) build -o bin/s3demo ./test/cmd/s3demo
 	bin/s3demo -dir $(DEMO_DIR) start
@@ -76,14 +81,32 @@ demo: build versitygw
 	@echo "  (cd mnt && sha256sum -c ../.demo/SHA256SUMS)"
 	@echo "  cp mnt/blobs/24MiB.bin /tmp/ && sha256sum /tmp/24MiB.bin"
 	@echo "  cp -r /etc/apt mnt/copied-apt && ls -l mnt/copied-apt"
-	@echo "  . .demo/env && bin/s3mount --help   # the same keys work for any S3 client"
+	@echo "  (make demo again starts over: the bucket is wiped and seeded anew)"
 	@echo "Stop with: make demo-stop"
 
 demo-stop:
-	@if grep -qs " $(DEMO_MNT) " /proc/self/mounts; then \
+	@for i in 1 2 3 4 5; do \
+		grep -qs " $(DEMO_MNT) " /proc/self/mounts || break; \
 		fusermount3 -u $(DEMO_MNT) || fusermount3 -uz $(DEMO_MNT); \
 		echo "unmounted $(DEMO_MNT)"; \
-	fi
+	done
 	@if [ -f $(DEMO_DIR)/versitygw.pid ]; then \
 		$(GO) run ./test/cmd/s3demo -dir $(DEMO_DIR) stop; \
 	fi
+
+# The benchmark (issue 4). Prints the table to stdout and writes bench-results.txt; progress on stderr.
+# Needs root (FUSE mounts, drop_caches). Example: make bench BENCH_FLAGS="-quick -s3mount-flags '--download-threads 16'"
+bench: build fuse versitygw bench-peers
+	$(GO) build -o bin/s3bench ./test/bench
+	bin/s3bench -s3mount-bin $(CURDIR)/bin/s3mount $(BENCH_FLAGS)
+
+# Peers compared by the bench; one that cannot be installed is reported as skipped by the bench.
+bench-peers:
+	@for p in $(BENCH_PEERS); do \
+		if ! command -v $$p >/dev/null 2>&1; then \
+			echo "$$p missing: installing it with apt-get"; \
+			DEBIAN_FRONTEND=noninteractive apt-get install -y $$p \
+				|| { apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y $$p; } \
+				|| echo "could not install $$p: the bench will list it as skipped"; \
+		fi; \
+	done
