@@ -18,14 +18,18 @@ package fs
 // sends them, still count). Once the streak passes seqThreshold
 // (more than a typical random read, so random 1 MiB reads fetch only the
 // blocks they touch), the handle keeps a window of bytes requested ahead of
-// the reader: it starts at minWindow and doubles each time the reader has
-// used half of it, up to DownloadThreads × maxRequest. The window is split
+// the reader: it starts at minWindow and doubles each time it is topped
+// up, up to DownloadThreads × maxRequest. The window is split
 // into runs of window/DownloadThreads bytes (at least a block, at most
-// maxRequest), at most DownloadThreads of them in flight for the handle and
-// 4 × DownloadThreads across the mount. A read that jumps elsewhere resets
-// the streak and the window. Blocks fetched ahead are held by the handle
-// until read or passed, so a cache that declines them (ristretto admission)
-// costs no second GET.
+// maxRequest) and topped up as each run is used, so that DownloadThreads
+// runs stay in flight for the handle (4 × DownloadThreads across the
+// mount). A read that jumps elsewhere resets the streak and the window.
+// Blocks fetched ahead are held by the handle until read or passed, so a
+// cache that declines them (ristretto admission) costs no second GET.
+//
+// Memory. Block bytes live in the cache's arena (cache.Buf), reference
+// counted: a read holds its blocks until it has copied them, or until
+// go-fuse has sent a reply made of one block's own bytes.
 
 import (
 	"context"
@@ -286,16 +290,17 @@ func (r *reader) readaheadLocked(end int64) {
 	if r.ahead < alignedEnd {
 		r.ahead = alignedEnd
 	}
-	switch {
-	case r.window == 0:
+	runSize := func() int64 { return max(bs, min(r.window/threads, maxRequest)/bs*bs) }
+	if r.window == 0 {
 		r.window = minWindow
-	case r.ahead-end >= r.window/2:
-		return // still half a window ahead
-	default:
-		r.window = min(2*r.window, maxWindow)
+	} else {
+		if r.ahead >= r.size || r.ahead-end > r.window-runSize() {
+			return // full to within a run: top up as each run is used
+		}
+		r.window = min(2*r.window, maxWindow) // still sequential: grow
 	}
+	chunk := runSize()
 	target := min(end+r.window, r.size)
-	chunk := max(bs, min(r.window/threads, maxRequest)/bs*bs)
 	for r.ahead < target {
 		a := r.ahead / bs
 		nb := min(chunk, target-r.ahead+bs-1) / bs
