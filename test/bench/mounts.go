@@ -344,7 +344,7 @@ func (m *rcloneM) Command(url, bucket, mnt, logFile string, extra []string) (*ex
 	args = append(args, m.flags...)
 	cmd := exec.Command("rclone", args...)
 	// rclone refuses to start while AWS_CA_BUNDLE is set; keys via env.
-	env := dropEnv(peerEnv(), "AWS_CA_BUNDLE", "RCLONE_CONFIG")
+	env := harness.FilterEnv(peerEnv(), "AWS_CA_BUNDLE", "RCLONE_CONFIG")
 	cmd.Env = append(env,
 		"RCLONE_CONFIG_BENCH_TYPE=s3",
 		"RCLONE_CONFIG_BENCH_PROVIDER=Other",
@@ -360,23 +360,9 @@ func (m *rcloneM) Command(url, bucket, mnt, logFile string, extra []string) (*ex
 
 // peerEnv is our environment without any AWS credential variables.
 func peerEnv() []string {
-	return dropEnv(os.Environ(), "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN",
+	return harness.FilterEnv(os.Environ(), "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN",
 		"AWSACCESSKEYID", "AWSSECRETACCESSKEY", "AWS_PROFILE", "AWS_DEFAULT_PROFILE",
 		"AWS_ROLE_ARN", "AWS_WEB_IDENTITY_TOKEN_FILE")
-}
-
-func dropEnv(env []string, names ...string) []string {
-	out := env[:0:0]
-next:
-	for _, kv := range env {
-		for _, n := range names {
-			if strings.HasPrefix(kv, n+"=") {
-				continue next
-			}
-		}
-		out = append(out, kv)
-	}
-	return out
 }
 
 func firstLine(s string) string {

@@ -8,7 +8,6 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -98,7 +97,7 @@ func launchIAM(ak, sk string) (*IAMServer, error) {
 		_ = os.Remove(s.Socket)
 		cmd := exec.Command(bin, "-p", addr, "--health", "/healthz", "iam",
 			"--dir", filepath.Join(dir, "db"), "--private-ports", s.Socket, "--quiet")
-		cmd.Env = append(filterEnv(os.Environ(), "ROOT_ACCESS_KEY", "ROOT_SECRET_KEY",
+		cmd.Env = append(FilterEnv(os.Environ(), "ROOT_ACCESS_KEY", "ROOT_SECRET_KEY",
 			"ROOT_ACCESS_KEY_ID", "ROOT_SECRET_ACCESS_KEY"),
 			"ROOT_ACCESS_KEY="+ak, "ROOT_SECRET_KEY="+sk)
 		s.out = &syncBuffer{}
@@ -134,23 +133,7 @@ func waitSocket(path string, timeout time.Duration) error {
 	return fmt.Errorf("private socket %s did not appear", path)
 }
 
-func (s *IAMServer) stop() {
-	if s.cmd == nil || s.cmd.Process == nil {
-		return
-	}
-	select {
-	case <-s.exited:
-		return
-	default:
-	}
-	_ = s.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-s.exited:
-	case <-time.After(5 * time.Second):
-		_ = s.cmd.Process.Kill()
-		<-s.exited
-	}
-}
+func (s *IAMServer) stop() { terminate(s.cmd, s.exited) }
 
 // Close stops the IAM server and removes its directory.
 func (s *IAMServer) Close() {
@@ -223,7 +206,7 @@ func BucketPolicy(bucket string) string {
 // profile, region or endpoint variable, and with IMDS disabled, so that a
 // command sees only the credentials a test gives it.
 func CleanEnv(extra ...string) []string {
-	env := filterEnv(os.Environ(),
+	env := FilterEnv(os.Environ(),
 		"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN",
 		"AWS_PROFILE", "AWS_DEFAULT_PROFILE", "AWS_ROLE_ARN", "AWS_WEB_IDENTITY_TOKEN_FILE",
 		"AWS_EC2_METADATA_DISABLED", "AWS_REGION", "AWS_DEFAULT_REGION", "AWS_ENDPOINT_URL",

@@ -96,7 +96,7 @@ func MountArgs(ep Endpoint, logFile, source, mountpoint string, extra ...string)
 // MountEnv is the environment for the binary: ours, with any AWS credential
 // or profile variables replaced by ep's keys.
 func MountEnv(ep Endpoint) []string {
-	env := filterEnv(os.Environ(),
+	env := FilterEnv(os.Environ(),
 		"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN",
 		"AWS_PROFILE", "AWS_DEFAULT_PROFILE", "AWS_ROLE_ARN", "AWS_WEB_IDENTITY_TOKEN_FILE",
 		"AWS_EC2_METADATA_DISABLED")

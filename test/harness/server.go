@@ -188,7 +188,7 @@ func (s *Server) start(bin, addr string, opts ServerOptions, timeout time.Durati
 	args := []string{"--port", addr, "--keep-alive", "--health", "/healthz", "--quiet"}
 	args = append(args, opts.ExtraArgs...)
 	cmd := exec.Command(bin, append(args, "posix", s.DataDir)...)
-	cmd.Env = append(filterEnv(os.Environ(), "ROOT_ACCESS_KEY", "ROOT_SECRET_KEY"),
+	cmd.Env = append(FilterEnv(os.Environ(), "ROOT_ACCESS_KEY", "ROOT_SECRET_KEY"),
 		"ROOT_ACCESS_KEY="+s.AccessKey, "ROOT_SECRET_KEY="+s.SecretKey)
 	s.out = &syncBuffer{}
 	if opts.LogFile != "" {
@@ -252,21 +252,25 @@ func (s *Server) Close() error {
 	return err
 }
 
-func (s *Server) kill() {
-	if s.cmd == nil || s.cmd.Process == nil {
+func (s *Server) kill() { terminate(s.cmd, s.exited) }
+
+// terminate stops a child started with cmd, whose waiter closes exited:
+// SIGTERM, then SIGKILL after 5 s. A child already gone is left alone.
+func terminate(cmd *exec.Cmd, exited <-chan struct{}) {
+	if cmd == nil || cmd.Process == nil {
 		return
 	}
 	select {
-	case <-s.exited:
+	case <-exited:
 		return
 	default:
 	}
-	_ = s.cmd.Process.Signal(syscall.SIGTERM)
+	_ = cmd.Process.Signal(syscall.SIGTERM)
 	select {
-	case <-s.exited:
+	case <-exited:
 	case <-time.After(5 * time.Second):
-		_ = s.cmd.Process.Kill()
-		<-s.exited
+		_ = cmd.Process.Kill()
+		<-exited
 	}
 }
 
@@ -331,8 +335,8 @@ func FreePort() (int, error) {
 	return l.Addr().(*net.TCPAddr).Port, nil
 }
 
-// filterEnv drops the named variables from env.
-func filterEnv(env []string, names ...string) []string {
+// FilterEnv returns env without the named variables.
+func FilterEnv(env []string, names ...string) []string {
 	out := env[:0:0]
 next:
 	for _, kv := range env {
