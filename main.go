@@ -170,6 +170,9 @@ func mountCommand() *cli.Command {
 				return spawnDaemon(opts, mountpoint)
 			}
 			err = serve(opts, c.Args().Get(0), mountpoint, c.Bool("debug-fuse"))
+			if err != nil && opts.SourceNote != "" {
+				err = fmt.Errorf("%w (%s)", err, opts.SourceNote)
+			}
 			if isDaemonChild() {
 				reportReady(err)
 			}
@@ -207,6 +210,10 @@ func resolveSource(c *cli.Context, source string, o *mountopts.Options) error {
 		}
 		if conn, ok := conns[source]; ok {
 			return conn.Apply(source, o)
+		}
+		o.SourceNote = fmt.Sprintf("%q was read as a bucket name: %s has no connection of that name", source, path)
+		if _, err := os.Stat(path); err != nil {
+			o.SourceNote = fmt.Sprintf("%q was read as a bucket name: there is no connections file %s", source, path)
 		}
 		if explicit {
 			if err := mountopts.ValidateBucketName(source); err != nil {

@@ -133,7 +133,10 @@ func Mount(mountpoint string, root Root, mc MountConfig) (*fuse.Server, error) {
 			MaxBackground: 64,
 			DisableXAttrs: true,
 			Debug:         mc.Debug,
-			Options:       append([]string{"default_permissions"}, mc.Options...),
+			// go-fuse's own notes (e.g. that a 1 MiB request cannot be
+			// spliced) are debug-level for us.
+			Logger:  slog.NewLogLogger(rootLogger(rc).Handler(), slog.LevelDebug),
+			Options: append([]string{"default_permissions"}, mc.Options...),
 		},
 		EntryTimeout: &ttl,
 		AttrTimeout:  &ttl,
@@ -291,4 +294,12 @@ func unescapeMountinfo(s string) string {
 		b.WriteByte(s[i])
 	}
 	return b.String()
+}
+
+// rootLogger is the mount's logger.
+func rootLogger(rc *Config) *slog.Logger {
+	if rc.Logger != nil {
+		return rc.Logger
+	}
+	return slog.Default()
 }

@@ -123,6 +123,9 @@ type Options struct {
 	// LogFile receives the log in daemon mode. Empty: the log is discarded
 	// once the daemon has detached (errors before that reach stderr).
 	LogFile string
+	// SourceNote says how a SOURCE that could have been a connection name
+	// was read, for the error of a mount that fails (not an option).
+	SourceNote string
 	// KernelOptions are generic mount options passed to the kernel through
 	// fusermount3 (each one of KernelOptions: nosuid, noatime, ...).
 	KernelOptions []string
