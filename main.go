@@ -504,7 +504,12 @@ func formatCheck(name string, o mountopts.Options, region string, rows []s3backe
 		fmt.Fprintf(tw, "%s\t%s\t%s\n", r.Permission, outcomeText(r), r.Note)
 	}
 	_ = tw.Flush()
-	return b.String()
+	// tabwriter pads an empty last column with spaces: trim them.
+	lines := strings.Split(b.String(), "\n")
+	for i, l := range lines {
+		lines[i] = strings.TrimRight(l, " ")
+	}
+	return strings.Join(lines, "\n")
 }
 
 func connectionCommand() *cli.Command {
