@@ -1,6 +1,7 @@
 package cache
 
 import (
+	"log/slog"
 	"sync"
 	"sync/atomic"
 
@@ -114,7 +115,11 @@ func (a *arena) release(slot int32) {
 		a.free = append(a.free, slot)
 		a.mu.Unlock()
 	} else if r < 0 {
-		panic("cache: block buffer released more often than retained")
+		// A bug: more releases than references. Retire the slot (never
+		// handed out again) rather than risk serving its bytes twice, and
+		// say so; the mount keeps serving.
+		a.state[slot].refs.Store(1 << 30)
+		slog.Error("block cache: a buffer was released more often than retained; its slot is retired", "slot", slot)
 	}
 }
 
