@@ -6,6 +6,7 @@
 #   make demo       local S3 server seeded with files, bucket "demo" mounted at ./mnt
 #   make demo-stop  unmount ./mnt and stop the demo server
 #   make fmt        gofmt the module
+#   make install    bin/s3mount to $(PREFIX)/bin, mount.s3mount link, systemd unit template, fstab example
 #   make bench      issue 4's benchmark: s3mount vs raw SDK, page cache, s3fs and rclone (installs the
 #                   peers with apt-get when missing); BENCH_FLAGS=-quick for a smoke run, see test/bench/README.md
 
@@ -22,7 +23,7 @@ DEMO_MNT := $(CURDIR)/mnt
 BENCH_FLAGS ?=
 BENCH_PEERS ?= s3fs rclone
 
-.PHONY: all build deps fuse versitygw vet unit integration test demo demo-stop fmt bench bench-peers
+.PHONY: all build deps fuse versitygw vet unit integration test demo demo-stop fmt bench bench-peers install uninstall
 
 all: build
 
@@ -66,6 +67,23 @@ test: deps
 
 fmt:
 	$(GO) fmt ./...
+
+PREFIX ?= /usr/local
+SBINDIR ?= /sbin
+UNITDIR ?= /etc/systemd/system
+
+# mount(8) runs /sbin/mount.TYPE: mount.s3mount serves `mount -t s3mount`; fuse3's mount.fuse3 finds
+# s3mount on the PATH for `mount -t fuse.s3mount` and fstab lines of that type.
+install: build
+	install -D -m 0755 bin/s3mount $(DESTDIR)$(PREFIX)/bin/s3mount
+	install -d $(DESTDIR)$(SBINDIR)
+	ln -sf $(PREFIX)/bin/s3mount $(DESTDIR)$(SBINDIR)/mount.s3mount
+	install -D -m 0644 packaging/s3mount@.service $(DESTDIR)$(UNITDIR)/s3mount@.service
+	install -D -m 0644 packaging/fstab.example $(DESTDIR)$(PREFIX)/share/doc/s3mount/fstab.example
+
+uninstall:
+	rm -f $(DESTDIR)$(PREFIX)/bin/s3mount $(DESTDIR)$(SBINDIR)/mount.s3mount \
+		$(DESTDIR)$(UNITDIR)/s3mount@.service $(DESTDIR)$(PREFIX)/share/doc/s3mount/fstab.example
 
 demo: build fuse versitygw
 	@$(MAKE) --no-print-directory demo-stop

@@ -25,6 +25,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	sdnotify "github.com/coreos/go-systemd/v22/daemon"
 	"github.com/urfave/cli/v2"
 
 	"github.com/s3mount/s3mount/cache"
@@ -398,11 +399,16 @@ func serve(o mountopts.Options, source, mountpoint string, debugFuse bool) error
 	if isDaemonChild() {
 		reportReady(nil)
 	}
+	// Type=notify systemd units (sd_notify(3)); nothing without NOTIFY_SOCKET.
+	if _, err := sdnotify.SdNotify(false, sdnotify.SdNotifyReady); err != nil {
+		log.Warn("telling systemd the mount is ready failed", "err", err)
+	}
 	sigs := make(chan os.Signal, 2)
 	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
 	go func() {
 		for s := range sigs {
 			log.Info("unmounting", "signal", s.String())
+			_, _ = sdnotify.SdNotify(false, sdnotify.SdNotifyStopping)
 			if err := server.Unmount(); err != nil {
 				log.Error("unmount failed (is the mount busy?)", "mountpoint", mountpoint, "err", err)
 			}
