@@ -16,18 +16,30 @@ import (
 )
 
 // installedBin makes `s3mount` reachable where mount.fuse3 looks for the
-// program of type fuse.s3mount (/usr/local/bin), as `make install` would,
-// and removes the link afterwards. An unrelated s3mount already there fails
-// the test rather than being replaced.
+// program of type fuse.s3mount (/usr/local/bin), as `make install` does,
+// and puts back what was there afterwards (an installed s3mount is moved
+// aside for the test, not replaced).
 func installedBin(t *testing.T) {
 	t.Helper()
 	const link = "/usr/local/bin/s3mount"
 	if cur, err := os.Readlink(link); err == nil && cur == bin {
 		return
-	} else if err == nil || !errors.Is(err, os.ErrNotExist) {
-		if _, statErr := os.Lstat(link); statErr == nil {
-			t.Fatalf("%s exists and is not this test's binary: remove it to run the fstab test", link)
+	}
+	if _, err := os.Lstat(link); err == nil {
+		aside := link + ".moved-by-s3mount-test"
+		if err := os.Rename(link, aside); err != nil {
+			t.Fatalf("moving the installed %s aside: %v", link, err)
 		}
+		t.Cleanup(func() {
+			if err := os.Rename(aside, link); err != nil {
+				t.Errorf("putting %s back: %v", link, err)
+			}
+		})
+	} else if !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("%s: %v", link, err)
+	}
+	if err := os.MkdirAll(filepath.Dir(link), 0o755); err != nil {
+		t.Fatal(err)
 	}
 	if err := os.Symlink(bin, link); err != nil {
 		t.Fatalf("linking %s: %v", link, err)
