@@ -172,6 +172,7 @@ var _ gofs.NodeLookuper = (*Buckets)(nil)
 // Lookup implements LOOKUP of a bucket: it must be in ListBuckets (the
 // listing is trusted for TTL); its region is found once, on first use.
 func (b *Buckets) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
+	ctx = uninterruptible(ctx)
 	bi, err := b.known(ctx, name)
 	if err != nil {
 		return nil, errno(err)
@@ -183,6 +184,7 @@ var _ gofs.NodeReaddirer = (*Buckets)(nil)
 
 // Readdir implements READDIR of the root: ListBuckets, every page.
 func (b *Buckets) Readdir(ctx context.Context) (gofs.DirStream, syscall.Errno) {
+	ctx = uninterruptible(ctx)
 	infos, err := b.list(ctx)
 	if err != nil {
 		return nil, errno(err)
@@ -202,6 +204,7 @@ var _ gofs.NodeMkdirer = (*Buckets)(nil)
 // region. EEXIST when the bucket exists (BucketAlreadyOwnedByYou, or
 // BucketAlreadyExists for someone else's), EINVAL for a name S3 refuses.
 func (b *Buckets) Mkdir(ctx context.Context, name string, mode uint32, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
+	ctx = uninterruptible(ctx)
 	if b.cfg.Bucket.ReadOnly {
 		return nil, syscall.EROFS
 	}
@@ -229,6 +232,7 @@ var _ gofs.NodeRmdirer = (*Buckets)(nil)
 // bucket holds any object (BucketNotEmpty) or a file is being written in
 // it.
 func (b *Buckets) Rmdir(ctx context.Context, name string) syscall.Errno {
+	ctx = uninterruptible(ctx)
 	if b.cfg.Bucket.ReadOnly {
 		return syscall.EROFS
 	}

@@ -62,6 +62,7 @@ var _ gofs.NodeSetattrer = (*Dir)(nil)
 // has nowhere to keep them, so they live in memory for as long as the
 // kernel keeps the inode (SEMANTICS.md). EROFS on a read-only mount.
 func (d *Dir) Setattr(ctx context.Context, fh gofs.FileHandle, in *fuse.SetAttrIn, out *fuse.AttrOut) syscall.Errno {
+	ctx = uninterruptible(ctx)
 	if d.fsys.cfg.ReadOnly {
 		return syscall.EROFS
 	}
@@ -111,6 +112,7 @@ var _ gofs.NodeLookuper = (*Dir)(nil)
 
 // Lookup implements FUSE LOOKUP: see the package doc for the requests sent.
 func (d *Dir) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
+	ctx = uninterruptible(ctx)
 	if en := nameErrno(name, syscall.ENOENT); en != 0 {
 		return nil, en
 	}
@@ -171,6 +173,7 @@ var _ gofs.NodeReaddirer = (*Dir)(nil)
 // paged past 1,000 keys. Every entry goes into the metadata cache, so the
 // lookups of `ls -l` and readdirplus cost no request.
 func (d *Dir) Readdir(ctx context.Context) (gofs.DirStream, syscall.Errno) {
+	ctx = uninterruptible(ctx)
 	prefix := d.prefix()
 	kinds := map[string]cache.Stat{}
 	token := ""
@@ -249,6 +252,7 @@ var _ gofs.NodeMkdirer = (*Dir)(nil)
 // Mkdir implements mkdir(2): PutObject of an empty "name/" marker.
 // EEXIST when the name exists, EROFS on a read-only mount.
 func (d *Dir) Mkdir(ctx context.Context, name string, mode uint32, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
+	ctx = uninterruptible(ctx)
 	if d.fsys.cfg.ReadOnly {
 		return nil, syscall.EROFS
 	}
@@ -278,6 +282,7 @@ var _ gofs.NodeRmdirer = (*Dir)(nil)
 // lies under name/ (or a file is being written there), else DeleteObject of
 // the marker.
 func (d *Dir) Rmdir(ctx context.Context, name string) syscall.Errno {
+	ctx = uninterruptible(ctx)
 	if d.fsys.cfg.ReadOnly {
 		return syscall.EROFS
 	}
@@ -320,6 +325,7 @@ var _ gofs.NodeUnlinker = (*Dir)(nil)
 // Unlink implements unlink(2): DeleteObject. A file open for writing that
 // is unlinked is not uploaded when it is closed.
 func (d *Dir) Unlink(ctx context.Context, name string) syscall.Errno {
+	ctx = uninterruptible(ctx)
 	if d.fsys.cfg.ReadOnly {
 		return syscall.EROFS
 	}
@@ -351,6 +357,7 @@ var _ gofs.NodeCreater = (*Dir)(nil)
 // Create implements open(2) with O_CREAT of a new name: the file exists in
 // this mount at once and in S3 from its first flush, fsync or close.
 func (d *Dir) Create(ctx context.Context, name string, flags uint32, mode uint32, out *fuse.EntryOut) (*gofs.Inode, gofs.FileHandle, uint32, syscall.Errno) {
+	ctx = uninterruptible(ctx)
 	if d.fsys.cfg.ReadOnly {
 		return nil, nil, 0, syscall.EROFS
 	}
@@ -375,6 +382,7 @@ var _ gofs.NodeRenamer = (*Dir)(nil)
 // DeleteObject of the old. Directories answer EXDEV, so that mv(1) falls
 // back to copying; a file open for writing answers EBUSY.
 func (d *Dir) Rename(ctx context.Context, name string, newParent gofs.InodeEmbedder, newName string, flags uint32) syscall.Errno {
+	ctx = uninterruptible(ctx)
 	if d.fsys.cfg.ReadOnly {
 		return syscall.EROFS
 	}

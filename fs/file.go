@@ -148,6 +148,7 @@ var _ gofs.NodeGetattrer = (*File)(nil)
 // younger than the metadata TTL, else from the cache or a HEAD. ENOENT when
 // the object is gone; other failures keep the last known attributes.
 func (f *File) Getattr(ctx context.Context, fh gofs.FileHandle, out *fuse.AttrOut) syscall.Errno {
+	ctx = uninterruptible(ctx)
 	f.mu.Lock()
 	stale := f.writer == nil && !f.unlinked && time.Since(f.fetched) >= f.fsys.meta.TTL()
 	key := f.key
@@ -177,6 +178,7 @@ var _ gofs.NodeSetattrer = (*File)(nil)
 // writer restarting empty); other sizes answer ENOTSUP until in-place
 // writes land. Mode, owner and times are kept in memory only.
 func (f *File) Setattr(ctx context.Context, fh gofs.FileHandle, in *fuse.SetAttrIn, out *fuse.AttrOut) syscall.Errno {
+	ctx = uninterruptible(ctx)
 	if f.fsys.cfg.ReadOnly {
 		return syscall.EROFS
 	}

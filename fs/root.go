@@ -303,3 +303,13 @@ func rootLogger(rc *Config) *slog.Logger {
 	}
 	return slog.Default()
 }
+
+// uninterruptible detaches a metadata operation from FUSE interrupts. The
+// kernel interrupts a request whenever the calling thread gets any signal;
+// Go programs get SIGURG all the time (goroutine preemption), and an
+// interrupted stat or rmdir would fail with EINTR, which most callers do not
+// retry. These operations are short and every S3 request has a deadline
+// (s3backend), so they run to the end instead. Reads still honour
+// interrupts: a read can wait long on the network, and read(2) callers
+// handle EINTR.
+func uninterruptible(ctx context.Context) context.Context { return context.WithoutCancel(ctx) }
