@@ -52,6 +52,9 @@ func reportReady(err error) {
 // spawnDaemon starts the daemon child and waits for its report.
 func spawnDaemon(o mountopts.Options, mountpoint string) error {
 	if st, err := os.Stat(mountpoint); err != nil {
+		if errors.Is(err, syscall.ENOTCONN) {
+			return fs.DeadMountError(mountpoint, err)
+		}
 		return fmt.Errorf("mountpoint %s: %w", mountpoint, errors.Unwrap(err))
 	} else if !st.IsDir() {
 		return fmt.Errorf("mountpoint %s is not a directory", mountpoint)

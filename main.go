@@ -39,7 +39,7 @@ func main() {
 		Name:                 "s3mount",
 		Usage:                "mount an S3 bucket, or a path in it, as a local directory",
 		EnableBashCompletion: true,
-		Commands:             []*cli.Command{mountCommand(), checkCommand(), connectionCommand()},
+		Commands:             []*cli.Command{mountCommand(), unmountCommand(), checkCommand(), connectionCommand()},
 	}
 	for _, c := range app.Commands {
 		c.OnUsageError = usageError
@@ -516,6 +516,23 @@ func formatCheck(name string, o mountopts.Options, region string, rows []s3backe
 		lines[i] = strings.TrimRight(l, " ")
 	}
 	return strings.Join(lines, "\n")
+}
+
+func unmountCommand() *cli.Command {
+	return &cli.Command{
+		Name:      "unmount",
+		Usage:     "unmount MOUNTPOINT (fusermount3 -u); the daemon finishes pending uploads and exits",
+		ArgsUsage: "MOUNTPOINT",
+		Flags: []cli.Flag{
+			&cli.BoolFlag{Name: "lazy", Aliases: []string{"l"}, Usage: "detach now and finish once nothing uses the mount (also clears a dead mount)"},
+		},
+		Action: func(c *cli.Context) error {
+			if c.NArg() != 1 {
+				return fmt.Errorf("unmount needs MOUNTPOINT (got %s)", arguments(c.NArg()))
+			}
+			return fs.Unmount(c.Args().Get(0), c.Bool("lazy"))
+		},
+	}
 }
 
 func connectionCommand() *cli.Command {

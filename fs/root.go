@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -113,6 +114,9 @@ func Mount(mountpoint string, root Root, mc MountConfig) (*fuse.Server, error) {
 	rc := root.rootConfig()
 	st, err := os.Stat(mountpoint)
 	if err != nil {
+		if errors.Is(err, syscall.ENOTCONN) {
+			return nil, DeadMountError(mountpoint, err)
+		}
 		return nil, fmt.Errorf("mountpoint %s: %w", mountpoint, errors.Unwrap(err))
 	}
 	if !st.IsDir() {
@@ -271,7 +275,11 @@ func CheckNotMounted(mountpoint string) error {
 				fstype = fields[i+1]
 			}
 		}
-		return fmt.Errorf("mountpoint %s is already mounted (%s): unmount it first (fusermount3 -u %s)", mountpoint, fstype, mountpoint)
+		var sfs unix.Statfs_t
+		if err := unix.Statfs(abs, &sfs); errors.Is(err, syscall.ENOTCONN) {
+			return DeadMountError(mountpoint, err)
+		}
+		return fmt.Errorf("mountpoint %s is already mounted (%s): unmount it first (s3mount unmount %s)", mountpoint, fstype, mountpoint)
 	}
 	return nil
 }
@@ -313,3 +321,38 @@ func rootLogger(rc *Config) *slog.Logger {
 // interrupts: a read can wait long on the network, and read(2) callers
 // handle EINTR.
 func uninterruptible(ctx context.Context) context.Context { return context.WithoutCancel(ctx) }
+
+// Unmount unmounts the FUSE mount at mountpoint with fusermount3 -u (-z when
+// lazy: detached now, finished once no process uses it). Errors read as one
+// line: not mounted, busy (with how to find the users), or fusermount3's own.
+func Unmount(mountpoint string, lazy bool) error {
+	if CheckNotMounted(mountpoint) == nil {
+		return fmt.Errorf("%s is not mounted", mountpoint)
+	}
+	args := []string{"-u"}
+	if lazy {
+		args = append(args, "-z")
+	}
+	out, err := exec.Command("fusermount3", append(args, mountpoint)...).CombinedOutput()
+	if err == nil {
+		return nil
+	}
+	msg := strings.TrimSpace(string(out))
+	if strings.Contains(msg, "busy") {
+		return fmt.Errorf("%s is busy: a process has a file or its working directory there (fuser -vm %s lists them); close them, or unmount with --lazy", mountpoint, mountpoint)
+	}
+	if msg == "" {
+		msg = err.Error()
+	}
+	return fmt.Errorf("fusermount3 %s %s: %s", strings.Join(args, " "), mountpoint, msg)
+}
+
+// DeadMountError explains a mountpoint whose stat fails with ENOTCONN: the
+// FUSE connection exists but its s3mount process is gone (killed, crashed).
+// Other errors pass unchanged.
+func DeadMountError(mountpoint string, err error) error {
+	if !errors.Is(err, syscall.ENOTCONN) {
+		return err
+	}
+	return fmt.Errorf("the mount at %s is dead (transport endpoint is not connected: its s3mount process is gone); run `s3mount unmount --lazy %s`, then mount again", mountpoint, mountpoint)
+}
