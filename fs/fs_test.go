@@ -2,6 +2,7 @@ package fs
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"math/rand"
@@ -553,26 +554,6 @@ func TestSemanticsCacheBoundUnderLargerWorkload(t *testing.T) {
 	}
 }
 
-func TestSemanticsObjectChangedWhileOpenGivesESTALE(t *testing.T) {
-	c := s3fake.New("bkt")
-	c.PutDirect("moving", randBytes(50*testBlock, 14))
-	mnt := mountFake(t, c, nil)
-	f, err := os.Open(filepath.Join(mnt, "moving"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	buf := make([]byte, testBlock)
-	if _, err := f.ReadAt(buf, 0); err != nil {
-		t.Fatal(err)
-	}
-	c.PutDirect("moving", randBytes(50*testBlock, 15))
-	_, err = f.ReadAt(buf, 40*testBlock)
-	if !errors.Is(err, syscall.ESTALE) {
-		t.Errorf("read of a changed object: %v, want ESTALE", err)
-	}
-}
-
 func TestSemanticsSetattrTimesSurviveTheTTL(t *testing.T) {
 	c := s3fake.New("bkt")
 	mnt := mountFake(t, c, func(cfg *Config) { cfg.Meta = cache.NewMeta(50*time.Millisecond, 100, nil) })
@@ -717,27 +698,36 @@ func TestSemanticsNameTooLong(t *testing.T) {
 	}
 }
 
-func TestSemanticsDeletedWhileOpenGivesESTALE(t *testing.T) {
-	c := s3fake.New("bkt")
-	c.PutDirect("gone", randBytes(40*testBlock, 32))
-	mnt := mountFake(t, c, nil)
-	f, err := os.Open(filepath.Join(mnt, "gone"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	buf := make([]byte, testBlock)
-	if _, err := f.ReadAt(buf, 0); err != nil {
-		t.Fatal(err)
-	}
-	if err := c.Delete(t.Context(), "gone"); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := f.ReadAt(buf, 30*testBlock); !errors.Is(err, syscall.ESTALE) {
-		t.Errorf("read of a file deleted while open: %v, want ESTALE", err)
-	}
-	if _, err := f.Stat(); err != nil {
-		t.Errorf("fstat of a file deleted while open: %v, want its last attributes", err)
+func TestSemanticsChangedOrDeletedWhileOpenGivesESTALE(t *testing.T) {
+	for name, change := range map[string]func(c *s3fake.Client){
+		"changed": func(c *s3fake.Client) { c.PutDirect("moving", randBytes(50*testBlock, 15)) },
+		"deleted": func(c *s3fake.Client) {
+			if err := c.Delete(context.Background(), "moving"); err != nil {
+				t.Fatal(err)
+			}
+		},
+	} {
+		t.Run(name, func(t *testing.T) {
+			c := s3fake.New("bkt")
+			c.PutDirect("moving", randBytes(50*testBlock, 14))
+			mnt := mountFake(t, c, nil)
+			f, err := os.Open(filepath.Join(mnt, "moving"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer f.Close()
+			buf := make([]byte, testBlock)
+			if _, err := f.ReadAt(buf, 0); err != nil {
+				t.Fatal(err)
+			}
+			change(c)
+			if _, err := f.ReadAt(buf, 40*testBlock); !errors.Is(err, syscall.ESTALE) {
+				t.Errorf("read of a %s object: %v, want ESTALE", name, err)
+			}
+			if _, err := f.Stat(); err != nil {
+				t.Errorf("fstat of a %s object: %v, want its last attributes", name, err)
+			}
+		})
 	}
 }
 
