@@ -24,18 +24,7 @@ func mountBuckets(t *testing.T, b *s3fake.Buckets) string {
 			UploadConcurrency: 2, UID: uint32(os.Getuid()), GID: uint32(os.Getgid()), FileMode: 0o644, DirMode: 0o755},
 		NewMeta: func() *cache.Meta { return cache.NewMeta(time.Second, 1<<16, nil) },
 		TTL:     time.Second})
-	mnt := t.TempDir()
-	server, err := Mount(mnt, root, MountConfig{FsName: "all", TTL: time.Second})
-	if err != nil {
-		t.Fatalf("mount: %v", err)
-	}
-	t.Cleanup(func() {
-		if err := server.Unmount(); err != nil {
-			t.Errorf("unmount: %v", err)
-		}
-		blocks.Close()
-	})
-	return mnt
+	return mountRoot(t, root, time.Second, blocks)
 }
 
 func names(t *testing.T, dir string) []string {
