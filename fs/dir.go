@@ -424,7 +424,7 @@ func (d *Dir) Rename(ctx context.Context, name string, newParent gofs.InodeEmbed
 	if src == dst {
 		return 0
 	}
-	etag, err := d.fsys.client.Copy(ctx, src, dst)
+	etag, err := d.fsys.client.Copy(ctx, src, dst, s3backend.CopyOptions{})
 	if err != nil {
 		return errno(err)
 	}

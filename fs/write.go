@@ -234,7 +234,7 @@ func (w *writer) sendPartLocked() syscall.Errno {
 		return syscall.EFBIG // unreachable below maxObjectSize; see partGrowth
 	}
 	if w.uploadID == "" {
-		id, err := w.fsys.client.CreateMultipart(context.Background(), w.file.key)
+		id, err := w.fsys.client.CreateMultipart(context.Background(), w.file.key, nil)
 		if err != nil {
 			w.fail(err)
 			return syscall.EIO
