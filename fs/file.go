@@ -29,18 +29,16 @@ type File struct {
 	readers  map[string]int // guarded by mu; open read handles per ETag
 	writer   *writer        // guarded by mu; the open writable handle, if any
 	unlinked bool           // guarded by mu
-	// Attributes set by chmod/chown/utimes, kept in memory only (see
-	// SEMANTICS.md); nil: the mount's defaults.
-	mode     *uint32    // guarded by mu
-	uid, gid *uint32    // guarded by mu
-	mtimeSet *time.Time // guarded by mu; cleared when new content is committed
+	attr     fileAttrs      // guarded by mu; see attr.go
 }
 
 var _ gofs.InodeEmbedder = (*File)(nil)
 
 func newFile(fsys *FS, key string, st cache.Stat) *File {
-	return &File{fsys: fsys, key: key, size: st.Size, etag: st.ETag, mtime: st.MTime, fetched: time.Now(),
+	f := &File{fsys: fsys, key: key, size: st.Size, etag: st.ETag, mtime: st.MTime, fetched: time.Now(),
 		readers: map[string]int{}}
+	f.attr.fromStat(st)
+	return f
 }
 
 // update takes in what a lookup or listing learned, unless a writer is
@@ -52,6 +50,7 @@ func (f *File) update(st cache.Stat) {
 		return
 	}
 	f.size, f.etag, f.mtime, f.fetched = st.Size, st.ETag, st.MTime, time.Now()
+	f.attr.fromStat(st)
 }
 
 // pending reports whether the file exists only in this mount so far (a
@@ -95,7 +94,7 @@ func (f *File) renamed(key, etag string) {
 func (f *File) committed(size int64, etag string, mtime time.Time) (unlinked bool) {
 	f.mu.Lock()
 	f.size, f.etag, f.mtime, f.fetched = size, etag, mtime, time.Now()
-	f.mtimeSet = nil
+	f.attr.committed()
 	key, unlinked := f.key, f.unlinked
 	f.mu.Unlock()
 	if !unlinked {
@@ -105,41 +104,6 @@ func (f *File) committed(size int64, etag string, mtime time.Time) (unlinked boo
 	// flight on this inode may hold.
 	go f.NotifyContent(0, 0)
 	return unlinked
-}
-
-// fillAttr fills out from what the node knows; a writer's size wins.
-func (f *File) fillAttr(out *fuse.Attr) {
-	f.mu.Lock()
-	size, mtime, w := f.size, f.mtime, f.writer
-	mode, uid, gid := f.fsys.cfg.FileMode, f.fsys.cfg.UID, f.fsys.cfg.GID
-	if f.mode != nil {
-		mode = *f.mode
-	}
-	if f.uid != nil {
-		uid = *f.uid
-	}
-	if f.gid != nil {
-		gid = *f.gid
-	}
-	if f.mtimeSet != nil {
-		mtime = *f.mtimeSet
-	}
-	f.mu.Unlock()
-	if w != nil {
-		if s, ok := w.visibleSize(); ok {
-			size = s
-		}
-	}
-	if mtime.IsZero() {
-		mtime = f.fsys.mounted
-	}
-	out.Mode = syscall.S_IFREG | mode
-	out.Nlink = 1
-	out.Uid, out.Gid = uid, gid
-	out.Size = uint64(size)
-	out.Blksize = 4096
-	out.Blocks = (uint64(size) + 511) / 512
-	out.SetTimes(nil, &mtime, &mtime)
 }
 
 var _ gofs.NodeGetattrer = (*File)(nil)
@@ -167,41 +131,6 @@ func (f *File) Getattr(ctx context.Context, fh gofs.FileHandle, out *fuse.AttrOu
 			f.fsys.log.Warn("getattr: keeping last known attributes", "key", key, "err", err)
 		}
 	}
-	f.fillAttr(&out.Attr)
-	return 0
-}
-
-var _ gofs.NodeSetattrer = (*File)(nil)
-
-// Setattr implements truncate(2), chmod(2), chown(2) and utimes(2).
-// Size: to the current size (no-op) or to 0 (an empty object, or an open
-// writer restarting empty); other sizes answer ENOTSUP until in-place
-// writes land. Mode, owner and times are kept in memory only.
-func (f *File) Setattr(ctx context.Context, fh gofs.FileHandle, in *fuse.SetAttrIn, out *fuse.AttrOut) syscall.Errno {
-	ctx = uninterruptible(ctx)
-	if f.fsys.cfg.ReadOnly {
-		return syscall.EROFS
-	}
-	if size, ok := in.GetSize(); ok {
-		if en := f.truncate(ctx, fh, int64(size)); en != 0 {
-			return en
-		}
-	}
-	f.mu.Lock()
-	if m, ok := in.GetMode(); ok {
-		m &= 0o7777
-		f.mode = &m
-	}
-	if u, ok := in.GetUID(); ok {
-		f.uid = &u
-	}
-	if g, ok := in.GetGID(); ok {
-		f.gid = &g
-	}
-	if t, ok := in.GetMTime(); ok {
-		f.mtimeSet = &t
-	}
-	f.mu.Unlock()
 	f.fillAttr(&out.Attr)
 	return 0
 }
