@@ -36,7 +36,7 @@ func (f *File) uploadMetaLocked() map[string]string { return nil }
 // fillAttr fills out from what the node knows; a writer's size wins.
 func (f *File) fillAttr(out *fuse.Attr) {
 	f.mu.Lock()
-	size, mtime, w := f.size, f.mtime, f.writer
+	size, mtime, c := f.size, f.mtime, f.content
 	mode, uid, gid := f.fsys.cfg.FileMode, f.fsys.cfg.UID, f.fsys.cfg.GID
 	if f.attr.mode != nil {
 		mode = *f.attr.mode
@@ -51,10 +51,8 @@ func (f *File) fillAttr(out *fuse.Attr) {
 		mtime = *f.attr.mtimeSet
 	}
 	f.mu.Unlock()
-	if w != nil {
-		if s, ok := w.visibleSize(); ok {
-			size = s
-		}
+	if c != nil {
+		size = c.shownSize.Load()
 	}
 	if mtime.IsZero() {
 		mtime = f.fsys.mounted

@@ -265,7 +265,8 @@ func (d *Dir) Rmdir(ctx context.Context, name string) syscall.Errno {
 var _ gofs.NodeUnlinker = (*Dir)(nil)
 
 // Unlink implements unlink(2): DeleteObject. A file open for writing that
-// is unlinked is not uploaded when it is closed.
+// is unlinked is not uploaded when it is closed; a file with open handles
+// is deleted in S3 when the last one closes, so they keep reading it.
 func (d *Dir) Unlink(ctx context.Context, name string) syscall.Errno {
 	ctx = uninterruptible(ctx)
 	if d.fsys.cfg.ReadOnly {
