@@ -31,8 +31,8 @@ type File struct {
 	unlinked bool           // guarded by mu
 	// deleteOnClose: unlinked while open; the object is deleted when the
 	// last handle closes, so open handles keep reading it (unlink(2)).
-	deleteOnClose bool // guarded by mu
-	attr     fileAttrs      // guarded by mu; see attr.go
+	deleteOnClose bool      // guarded by mu
+	attr          fileAttrs // guarded by mu; see attr.go
 }
 
 var _ gofs.InodeEmbedder = (*File)(nil)
