@@ -103,21 +103,12 @@ func (f *File) renamed(key, etag string) {
 	}
 }
 
-// stagedContent returns the content while the file is staged, for reads of
-// read-only handles.
-func (f *File) stagedContent() *content {
+// openContent returns the content while the file is open for writing, for
+// reads of read-only handles.
+func (f *File) openContent() *content {
 	f.mu.Lock()
-	c := f.content
-	f.mu.Unlock()
-	if c == nil {
-		return nil
-	}
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.stage == nil {
-		return nil
-	}
-	return c
+	defer f.mu.Unlock()
+	return f.content
 }
 
 // closedLocked runs after a handle closed: the last one deletes an object

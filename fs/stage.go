@@ -95,13 +95,16 @@ type stageFile struct {
 	f       *os.File
 	path    string
 	charged int64 // bytes counted in FS.staged
+	dirty   bool  // a sidecar exists: the file holds bytes not in S3
 }
 
 // stageSeq numbers staging files within the process.
 var stageSeq atomic.Int64
 
-// newStageFile creates an empty staging file (mode 0600) and its sidecar,
-// which names the object, so that files left by a crash can be recovered.
+// newStageFile creates an empty staging file (mode 0600). While it holds
+// bytes not yet in S3 it has a sidecar (markDirty) naming the object, so
+// that a file left by a crash can be recovered; without one it is a clean
+// leftover.
 func (fs *FS) newStageFile(key string) (*stageFile, error) {
 	dir := filepath.Join(fs.cfg.CacheDir, "staging")
 	if err := os.MkdirAll(dir, 0o700); err != nil {
@@ -112,9 +115,26 @@ func (fs *FS) newStageFile(key string) (*stageFile, error) {
 	if err != nil {
 		return nil, fmt.Errorf("staging file: %w", err)
 	}
-	s := &stageFile{f: f, path: path}
-	_ = writeSidecar(path+".json", recoveryInfo{Bucket: fs.client.Bucket(), Key: key, Started: time.Now()})
-	return s, nil
+	return &stageFile{f: f, path: path}, nil
+}
+
+// markDirty writes the sidecar saying the file holds bytes of key not yet
+// in S3; markClean removes it.
+func (s *stageFile) markDirty(fs *FS, key string) {
+	if s.dirty {
+		return
+	}
+	s.dirty = true
+	if err := writeSidecar(s.path+".json", recoveryInfo{Bucket: fs.client.Bucket(), Key: key, Started: time.Now()}); err != nil {
+		fs.log.Warn("staging sidecar could not be written", "path", s.path+".json", "err", err)
+	}
+}
+
+func (s *stageFile) markClean() {
+	if s.dirty {
+		s.dirty = false
+		os.Remove(s.path + ".json")
+	}
 }
 
 // recoveryInfo is the sidecar of a staging or recovery file (JSON).

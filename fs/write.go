@@ -218,6 +218,7 @@ func (c *content) truncate(ctx context.Context, n int64) syscall.Errno {
 	if en := c.stageLocked(ctx); en != 0 {
 		return en
 	}
+	c.stage.markDirty(c.fsys, c.file.key)
 	if err := c.stage.f.Truncate(n); err != nil {
 		return c.localErrno("truncate", err)
 	}
@@ -253,6 +254,7 @@ func (c *content) write(ctx context.Context, data []byte, off int64) (uint32, sy
 			"limit", c.fsys.cfg.StagingLimit)
 		return 0, syscall.ENOSPC
 	}
+	c.stage.markDirty(c.fsys, c.file.key)
 	n, err := c.stage.f.WriteAt(data, off)
 	c.stage.recharge(c.fsys)
 	if n > 0 {
@@ -493,6 +495,7 @@ func (c *content) afterCommitLocked(ctx context.Context, key, etag string) {
 	c.dirty, c.created, c.condETag = false, false, etag
 	if c.stage != nil {
 		c.valid.add(c.baseLimit, c.size) // the staged bytes are the object's now
+		c.stage.markClean()
 	}
 	c.baseKey, c.baseETag, c.baseLimit = key, etag, c.size
 	if c.baseReader != nil {
@@ -543,6 +546,9 @@ func (c *content) stageLocked(ctx context.Context) syscall.Errno {
 		if !c.fsys.room(int64(len(s.buf))) {
 			st.remove(c.fsys)
 			return syscall.ENOSPC
+		}
+		if c.dirty {
+			st.markDirty(c.fsys, c.file.key)
 		}
 		if _, err := st.f.WriteAt(s.buf, 0); err != nil {
 			st.remove(c.fsys)
@@ -623,6 +629,15 @@ func (c *content) read(ctx context.Context, dest []byte, off int64) (fuse.ReadRe
 	defer c.mu.Unlock()
 	if off >= c.size {
 		return fuse.ReadResultData(nil), 0
+	}
+	if c.stage == nil && c.stream == nil {
+		// Clean: the base object as it is.
+		end := min(off+int64(len(dest)), c.size)
+		if err := c.readBase(ctx, dest[:end-off], off); err != nil {
+			c.fsys.log.Error("read of a file open for writing failed", "key", c.file.key, "offset", off, "err", err)
+			return nil, readErrno(err)
+		}
+		return fuse.ReadResultData(dest[:end-off]), 0
 	}
 	if c.stage == nil {
 		if s := c.stream; s != nil && s.uploadID == "" {
@@ -847,14 +862,14 @@ var (
 	_ gofs.FileReleaser = (*handle)(nil)
 )
 
-// Read implements read(2): a writable handle reads the content as written;
-// a read-only one reads it too while the file is staged (as with a local
-// file, every descriptor sees the writes), else the object it opened.
+// Read implements read(2): while the file is open for writing, every
+// handle reads the content as written (as with a local file, every
+// descriptor sees the writes); else a handle reads the object it opened.
 func (h *handle) Read(ctx context.Context, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {
 	if h.c != nil {
 		return h.c.read(ctx, dest, off)
 	}
-	if c := h.file.stagedContent(); c != nil {
+	if c := h.file.openContent(); c != nil {
 		return c.read(ctx, dest, off)
 	}
 	if h.r == nil {
@@ -918,6 +933,10 @@ func (fs *FS) cleanStaging() {
 			continue
 		}
 		path := dir + "/" + e.Name()
+		if _, err := os.Stat(path + ".json"); err != nil {
+			os.Remove(path) // clean: its bytes were committed
+			continue
+		}
 		rdir := fs.cfg.CacheDir + "/recovery"
 		_ = os.MkdirAll(rdir, 0o700)
 		dst := rdir + "/" + time.Now().UTC().Format("20060102T150405Z") + "-crashed-" + e.Name()

@@ -96,3 +96,31 @@ func TestBackendWriteFeatures(t *testing.T) {
 		t.Errorf("content after CopyObject onto itself: %q", got)
 	}
 }
+
+// TestBackendMixedPartSizes: parts of growing sizes (5 MiB, then 10 MiB,
+// as the write path sends past 500 parts) complete into one object.
+func TestBackendMixedPartSizes(t *testing.T) {
+	e := newEnv(t)
+	c := e.backend()
+	id, err := c.CreateMultipart(e.ctx, "mixed", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var parts []s3backend.Part
+	var want []byte
+	for i, n := range []int{5 << 20, 5 << 20, 10 << 20, 10 << 20, 1} {
+		b := bytes.Repeat([]byte{byte('a' + i)}, n)
+		etag, err := c.UploadPart(e.ctx, "mixed", id, int32(i+1), b)
+		if err != nil {
+			t.Fatal(err)
+		}
+		parts = append(parts, s3backend.Part{Number: int32(i + 1), ETag: etag})
+		want = append(want, b...)
+	}
+	if _, err := c.CompleteMultipart(e.ctx, "mixed", id, parts, s3backend.PutOptions{IfNoneMatch: "*"}); err != nil {
+		t.Fatal(err)
+	}
+	if got := e.get("mixed"); !bytes.Equal(got, want) {
+		t.Errorf("object of mixed part sizes: %d bytes, want %d", len(got), len(want))
+	}
+}
