@@ -92,6 +92,9 @@ func New(cfg Config) (*FS, *Dir) {
 	f.bufs.New = func() any { b := make([]byte, 0, cfg.PartSize); return &b }
 	root := &Dir{fsys: f, path: strings.TrimSuffix(cfg.Prefix, "/")}
 	f.cleanStaging()
+	if !cfg.ReadOnly {
+		go f.abortOrphanUploads()
+	}
 	return f, root
 }
 

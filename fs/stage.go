@@ -14,7 +14,9 @@ package fs
 // blocks, summed over the mount); a write past it answers ENOSPC.
 
 import (
+	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -24,6 +26,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/s3mount/s3mount/s3backend"
 )
 
 // extents is a sorted set of disjoint, non-adjacent byte ranges [a, b).
@@ -217,4 +221,70 @@ func recoveryName(key string) string {
 		n = n[:200]
 	}
 	return n
+}
+
+// uploadRecord is a journal entry of a multipart upload in progress
+// (<cache-dir>/uploads/PID-N.json), so that one left by a mount that died
+// is aborted at the next mount instead of keeping its parts (and their
+// storage cost) in S3.
+type uploadRecord struct {
+	Bucket   string `json:"bucket"`
+	Key      string `json:"key"`
+	UploadID string `json:"upload_id"`
+}
+
+// journalUpload records an upload in progress and returns the record's
+// path ("" if it could not be written, which is logged).
+func (fs *FS) journalUpload(key, id string) string {
+	dir := filepath.Join(fs.cfg.CacheDir, "uploads")
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		fs.log.Warn("upload journal: cannot create directory", "dir", dir, "err", err)
+		return ""
+	}
+	path := filepath.Join(dir, fmt.Sprintf("%d-%d.json", os.Getpid(), stageSeq.Add(1)))
+	b, _ := json.Marshal(uploadRecord{Bucket: fs.client.Bucket(), Key: key, UploadID: id})
+	if err := os.WriteFile(path, b, 0o600); err != nil {
+		fs.log.Warn("upload journal: cannot write record", "path", path, "err", err)
+		return ""
+	}
+	return path
+}
+
+// unjournal removes an upload's record once it completed or was aborted.
+func unjournal(path string) {
+	if path != "" {
+		os.Remove(path)
+	}
+}
+
+// abortOrphanUploads aborts the multipart uploads of this bucket recorded
+// by mounts whose process is gone.
+func (fs *FS) abortOrphanUploads() {
+	dir := filepath.Join(fs.cfg.CacheDir, "uploads")
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return
+	}
+	for _, e := range ents {
+		var pid, seq int
+		if _, err := fmt.Sscanf(e.Name(), "%d-%d.json", &pid, &seq); err != nil || pid == os.Getpid() || unix.Kill(pid, 0) == nil {
+			continue
+		}
+		path := filepath.Join(dir, e.Name())
+		b, err := os.ReadFile(path)
+		var rec uploadRecord
+		if err != nil || json.Unmarshal(b, &rec) != nil || rec.Bucket != fs.client.Bucket() {
+			continue
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		err = fs.client.AbortMultipart(ctx, rec.Key, rec.UploadID)
+		cancel()
+		if err != nil && !errors.Is(err, s3backend.ErrNotFound) {
+			fs.log.Warn("an upload left by a mount that stopped could not be aborted", "key", rec.Key,
+				"upload_id", rec.UploadID, "err", err)
+			continue
+		}
+		fs.log.Info("aborted an upload left by a mount that stopped", "key", rec.Key, "upload_id", rec.UploadID)
+		os.Remove(path)
+	}
 }

@@ -123,6 +123,7 @@ type stream struct {
 	buf       []byte // bytes not yet in a part
 	uploadKey string // the key the multipart upload was created for
 	uploadID  string // "" until the first part
+	journal   string // the upload's record (journalUpload)
 	nextPart  int32
 	partsMu   sync.Mutex
 	parts     []s3backend.Part // guarded by partsMu
@@ -353,6 +354,7 @@ func (c *content) sendPartLocked() syscall.Errno {
 			return syscall.EIO
 		}
 		s.uploadKey, s.uploadID = key, id
+		s.journal = c.fsys.journalUpload(key, id)
 	}
 	body, num, id, key := s.buf, s.nextPart, s.uploadID, s.uploadKey
 	s.buf = nil
@@ -468,6 +470,9 @@ func (c *content) commitStreamLocked(ctx context.Context) syscall.Errno {
 		target, opt = s.uploadKey, s3backend.PutOptions{}
 	}
 	etag, err := c.fsys.client.CompleteMultipart(ctx, target, s.uploadID, parts, opt)
+	if err == nil {
+		unjournal(s.journal)
+	}
 	if err == nil && target != key {
 		if etag, err = c.fsys.client.Copy(ctx, target, key, s3backend.CopyOptions{Size: c.size}); err == nil {
 			err = c.fsys.client.Delete(ctx, target)
@@ -521,6 +526,8 @@ func (c *content) abortStreamLocked() {
 	if err := c.fsys.client.AbortMultipart(context.Background(), s.uploadKey, s.uploadID); err != nil {
 		c.fsys.log.Warn("abort of multipart upload failed; S3 keeps its parts until a lifecycle rule removes them",
 			"key", s.uploadKey, "upload_id", s.uploadID, "err", err)
+	} else {
+		unjournal(s.journal)
 	}
 	s.uploadID, s.parts = "", nil
 	s.fail(errors.New("upload aborted"))
@@ -700,6 +707,8 @@ func (c *content) uploadStagedLocked(ctx context.Context, key string, meta map[s
 	if err != nil {
 		return "", err
 	}
+	journal := c.fsys.journalUpload(key, id)
+	defer unjournal(journal) // completed, or aborted below
 	type span struct{ off, n int64 }
 	var spans []span
 	for num, off := int32(1), int64(0); off < c.size; num++ {

@@ -4,7 +4,9 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"syscall"
 	"testing"
@@ -300,4 +302,28 @@ func waitFor(t *testing.T, cond func() bool, what string) {
 		time.Sleep(10 * time.Millisecond)
 	}
 	t.Errorf("timed out waiting for %s", what)
+}
+
+func TestWriteOrphanUploadsAreAborted(t *testing.T) {
+	c := s3fake.New("bkt")
+	id, err := c.CreateMultipart(t.Context(), "half", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A record left by a mount whose process is gone.
+	dead := exec.Command("true")
+	if err := dead.Run(); err != nil {
+		t.Fatal(err)
+	}
+	cacheDir := t.TempDir()
+	os.MkdirAll(filepath.Join(cacheDir, "uploads"), 0o700)
+	rec := fmt.Sprintf(`{"bucket":"bkt","key":"half","upload_id":%q}`, id)
+	if err := os.WriteFile(filepath.Join(cacheDir, "uploads", fmt.Sprintf("%d-1.json", dead.Process.Pid)), []byte(rec), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	mountFake(t, c, func(cfg *Config) { cfg.CacheDir = cacheDir })
+	waitFor(t, func() bool { return c.Uploads() == 0 }, "the orphan upload to be aborted")
+	if ents, _ := os.ReadDir(filepath.Join(cacheDir, "uploads")); len(ents) != 0 {
+		t.Errorf("upload records left: %d", len(ents))
+	}
 }
