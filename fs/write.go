@@ -808,7 +808,8 @@ func (c *content) keepLocked(ctx context.Context, en syscall.Errno) {
 		Error: en.Error(), BaseETag: c.baseETag}
 	if c.stage == nil {
 		s := c.stream
-		if s == nil || s.uploadID != "" || s.buf == nil && c.size > 0 {
+		if s == nil || s.nextPart > 1 || s.buf == nil && c.size > 0 {
+			// Parts were sent: S3 had them, the buffer holds only the tail.
 			c.fsys.log.Error("close: the upload failed and its bytes were streamed, not kept: the file is lost",
 				"key", key, "size", c.size)
 			return
