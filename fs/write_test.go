@@ -327,3 +327,53 @@ func TestWriteOrphanUploadsAreAborted(t *testing.T) {
 		t.Errorf("upload records left: %d", len(ents))
 	}
 }
+
+func TestWriteRenameWhileOpenForWriting(t *testing.T) {
+	c := s3fake.New("bkt")
+	c.PutDirect("old-existing", []byte("0123456789"))
+	mnt := mountFake(t, c, nil)
+	// A new file, not yet in S3, and a stream past one part (an upload in
+	// progress under the old name).
+	for _, size := range []int{100, 7 << 20} {
+		name := fmt.Sprintf("new-%d", size)
+		data := randBytes(size, int64(size))
+		f, err := os.Create(filepath.Join(mnt, name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := f.Write(data[:size/2]); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Rename(filepath.Join(mnt, name), filepath.Join(mnt, name+".moved")); err != nil {
+			t.Fatalf("rename while open for writing: %v", err)
+		}
+		if _, err := f.Write(data[size/2:]); err != nil {
+			t.Fatal(err)
+		}
+		if err := f.Close(); err != nil {
+			t.Fatalf("close: %v", err)
+		}
+		wantObject(t, c, name+".moved", data)
+		if _, ok := c.Object(name); ok {
+			t.Errorf("%s: the old name exists in S3", name)
+		}
+	}
+	// An existing object edited in place, renamed before close.
+	f, err := os.OpenFile(filepath.Join(mnt, "old-existing"), os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.WriteAt([]byte("AB"), 2); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(filepath.Join(mnt, "old-existing"), filepath.Join(mnt, "renamed")); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Close(); err != nil {
+		t.Fatalf("close: %v", err)
+	}
+	wantObject(t, c, "renamed", []byte("01AB456789"))
+	if _, ok := c.Object("old-existing"); ok {
+		t.Error("the old name exists in S3")
+	}
+}
