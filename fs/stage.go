@@ -200,15 +200,16 @@ func (s *stageFile) keep(fs *FS, info recoveryInfo) (string, error) {
 		recoveryName(info.Bucket+"/"+info.Key)
 	path := filepath.Join(dir, name)
 	s.f.Close()
+	// The sidecar first: whoever finds the file finds what it is.
+	if err := writeSidecar(path+".json", info); err != nil {
+		return path, err
+	}
 	if err := os.Rename(s.path, path); err != nil {
 		return "", err
 	}
 	os.Remove(s.path + ".json")
 	fs.staged.Add(-s.charged)
 	s.charged = 0
-	if err := writeSidecar(path+".json", info); err != nil {
-		return path, err
-	}
 	return path, nil
 }
 
