@@ -16,12 +16,10 @@ import (
 	"io"
 	"log/slog"
 	"os"
-	"os/signal"
 	"path/filepath"
 	"regexp"
 	"runtime/debug"
 	"strings"
-	"syscall"
 	"text/tabwriter"
 	"time"
 
@@ -30,6 +28,7 @@ import (
 
 	"github.com/s3mount/s3mount/cache"
 	"github.com/s3mount/s3mount/fs"
+	"github.com/s3mount/s3mount/metrics"
 	"github.com/s3mount/s3mount/mountopts"
 	"github.com/s3mount/s3mount/s3backend"
 )
@@ -154,8 +153,10 @@ func mountCommand() *cli.Command {
 			&cli.BoolFlag{Name: "read-only", Usage: "refuse every change with EROFS"},
 			&cli.BoolFlag{Name: "foreground", Aliases: []string{"f"}, Usage: "stay attached instead of forking a daemon"},
 			&cli.StringFlag{Name: "log-level", Value: d.LogLevel, Usage: "debug, info, warn or error"},
-			&cli.StringFlag{Name: "log-file", Usage: "where the daemon logs (default: discarded once detached)"},
-			&cli.BoolFlag{Name: "debug-fuse", Usage: "log every FUSE request (very verbose)"},
+			&cli.StringFlag{Name: "log-format", Value: d.LogFormat, Usage: "text (key=value) or json"},
+			&cli.StringFlag{Name: "log-file", Usage: "log to this file (default: stderr in the foreground; as a daemon journald, else syslog)"},
+			&cli.BoolFlag{Name: "debug", Aliases: []string{"debug-fuse"}, Usage: "log at debug level and trace every FUSE operation (op, path, errno, duration)"},
+			&cli.StringFlag{Name: "metrics-addr", Usage: "serve Prometheus metrics at http://HOST:PORT/metrics (\":PORT\" is 127.0.0.1:PORT; bind the loopback)"},
 			&cli.StringSliceFlag{Name: "mount-option", Usage: "generic mount option for the kernel (nosuid, noatime, ...; repeatable)"},
 		),
 		Action: func(c *cli.Context) error {
@@ -170,7 +171,7 @@ func mountCommand() *cli.Command {
 			if !opts.Foreground && !isDaemonChild() {
 				return spawnDaemon(opts, mountpoint)
 			}
-			err = serve(opts, c.Args().Get(0), mountpoint, c.Bool("debug-fuse"))
+			err = serve(opts, c.Args().Get(0), mountpoint)
 			if err != nil && opts.SourceNote != "" {
 				err = fmt.Errorf("%w (%s)", err, opts.SourceNote)
 			}
@@ -250,6 +251,9 @@ func optionsFrom(c *cli.Context) (mountopts.Options, error) {
 	str("sts-endpoint-url", &o.STSEndpointURL)
 	str("log-level", &o.LogLevel)
 	str("log-file", &o.LogFile)
+	str("log-format", &o.LogFormat)
+	str("metrics-addr", &o.MetricsAddr)
+	o.Debug = c.Bool("debug")
 	if c.IsSet("mount-option") {
 		o.KernelOptions = c.StringSlice("mount-option")
 	}
@@ -312,30 +316,29 @@ func optionsFrom(c *cli.Context) (mountopts.Options, error) {
 	return o, o.Validate()
 }
 
-// newLogger makes the slog logger the options ask for.
-func newLogger(o mountopts.Options) (*slog.Logger, error) {
-	var w io.Writer = os.Stderr
-	if o.LogFile != "" {
-		f, err := os.OpenFile(o.LogFile, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
-		if err != nil {
-			return nil, fmt.Errorf("option --log-file: %w", err)
-		}
-		w = f
-	}
-	var lvl slog.Level
-	_ = lvl.UnmarshalText([]byte(o.LogLevel))
-	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: lvl})), nil
-}
-
 // serve mounts and serves until the mount is unmounted or a signal arrives.
 // In a daemon child, readiness is reported by the caller from its result;
 // serve calls onMounted when the mount answers.
-func serve(o mountopts.Options, source, mountpoint string, debugFuse bool) error {
-	log, err := newLogger(o)
+func serve(o mountopts.Options, source, mountpoint string) error {
+	log, logDest, logCloser, err := newLogger(o, isDaemonChild())
 	if err != nil {
 		return err
 	}
+	defer logCloser.Close()
 	slog.SetDefault(log)
+	m := metrics.New()
+	if o.MetricsAddr != "" {
+		addr, err := mountopts.MetricsAddr(o.MetricsAddr)
+		if err != nil {
+			return fmt.Errorf("option --metrics-addr: %w", err)
+		}
+		srv, err := m.Serve(addr, log)
+		if err != nil {
+			return err
+		}
+		defer srv.Close()
+		log.Info("serving metrics", "url", "http://"+srv.Addr+"/metrics")
+	}
 	if os.Getenv("GOMEMLIMIT") == "" {
 		// The block cache lives outside the Go heap (cache.Buf); a soft
 		// limit on the heap near what it should hold (one writer's parts
@@ -353,6 +356,7 @@ func serve(o mountopts.Options, source, mountpoint string, debugFuse bool) error
 		return err
 	}
 	defer blocks.Close()
+	m.WatchCache(blocks)
 	bucketCfg := fs.Config{Blocks: blocks, Prefix: o.Prefix, BlockSize: o.BlockSize,
 		DownloadThreads: o.DownloadThreads, PartSize: o.PartSize, UploadConcurrency: o.UploadConcurrency,
 		UID: o.UID, GID: o.GID, FileMode: uint32(o.FileMode), DirMode: uint32(o.DirMode), ReadOnly: o.ReadOnly,
@@ -368,7 +372,7 @@ func serve(o mountopts.Options, source, mountpoint string, debugFuse bool) error
 			region, how = session.DetectRegion(pctx, o.Bucket, o.Prefix)
 			log.Info("bucket region", "bucket", o.Bucket, "region", region, "from", how)
 		}
-		client := session.ForBucket(o.Bucket, region)
+		client := m.Client(session.ForBucket(o.Bucket, region))
 		if err := s3backend.Probe(pctx, client, o.Prefix, o.EndpointURL); err != nil {
 			return err
 		}
@@ -378,15 +382,17 @@ func serve(o mountopts.Options, source, mountpoint string, debugFuse bool) error
 		if err := s3backend.ProbeBuckets(pctx, session, o.EndpointURL); err != nil {
 			return err
 		}
-		root = fs.NewBuckets(fs.BucketsConfig{Buckets: session, Bucket: bucketCfg, NewMeta: newMeta, TTL: o.MetadataTTL})
+		root = fs.NewBuckets(fs.BucketsConfig{Buckets: m.Buckets(session), Bucket: bucketCfg, NewMeta: newMeta, TTL: o.MetadataTTL})
 	}
 	cancel()
 	fsName := source
 	if o.Connection != "" {
 		fsName = o.Connection
 	}
+	ops := &fs.Ops{Observe: m.ObserveFuse, Trace: o.Debug}
+	m.WatchOps(ops)
 	server, err := fs.Mount(mountpoint, root, fs.MountConfig{FsName: fsName, AllowOther: o.AllowOther,
-		TTL: o.MetadataTTL, Debug: debugFuse, Options: o.KernelOptions})
+		TTL: o.MetadataTTL, Options: o.KernelOptions, Ops: ops})
 	if err != nil {
 		return err
 	}
@@ -395,7 +401,7 @@ func serve(o mountopts.Options, source, mountpoint string, debugFuse bool) error
 		return fmt.Errorf("the mount at %s does not answer: %w", mountpoint, err)
 	}
 	log.Info("mounted", "source", fsName, "mountpoint", mountpoint, "bucket", o.Bucket, "prefix", o.Prefix,
-		"auth", o.EffectiveAuth())
+		"auth", o.EffectiveAuth(), "log", logDest)
 	if isDaemonChild() {
 		reportReady(nil)
 	}
@@ -403,20 +409,7 @@ func serve(o mountopts.Options, source, mountpoint string, debugFuse bool) error
 	if _, err := sdnotify.SdNotify(false, sdnotify.SdNotifyReady); err != nil {
 		log.Warn("telling systemd the mount is ready failed", "err", err)
 	}
-	sigs := make(chan os.Signal, 2)
-	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
-	go func() {
-		for s := range sigs {
-			log.Info("unmounting", "signal", s.String())
-			_, _ = sdnotify.SdNotify(false, sdnotify.SdNotifyStopping)
-			if err := server.Unmount(); err != nil {
-				log.Error("unmount failed (is the mount busy?)", "mountpoint", mountpoint, "err", err)
-			}
-		}
-	}()
-	server.Wait()
-	log.Info("unmounted", "mountpoint", mountpoint)
-	return nil
+	return waitShutdown(server, mountpoint, ops, m, log)
 }
 
 // sessionFrom reads the secret (inline from the connection file, the
