@@ -34,15 +34,7 @@ import (
 )
 
 func main() {
-	app := &cli.App{
-		Name:                 "s3mount",
-		Usage:                "mount an S3 bucket, or a path in it, as a local directory",
-		EnableBashCompletion: true,
-		Commands:             []*cli.Command{mountCommand(), unmountCommand(), checkCommand(), connectionCommand()},
-	}
-	for _, c := range app.Commands {
-		c.OnUsageError = usageError
-	}
+	app := newApp()
 	args, err := helperArgs(os.Args, app)
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "s3mount: %s\n", oneLine(err))
@@ -52,6 +44,20 @@ func main() {
 		fmt.Fprintf(os.Stderr, "s3mount: %s\n", oneLine(err))
 		os.Exit(1)
 	}
+}
+
+// newApp is the command line: its commands and their flags.
+func newApp() *cli.App {
+	app := &cli.App{
+		Name:                 "s3mount",
+		Usage:                "mount an S3 bucket, or a path in it, as a local directory",
+		EnableBashCompletion: true,
+		Commands:             []*cli.Command{mountCommand(), unmountCommand(), checkCommand(), connectionCommand()},
+	}
+	for _, c := range app.Commands {
+		c.OnUsageError = usageError
+	}
+	return app
 }
 
 // helperArgs rewrites a mount helper call into `s3mount mount`: mount(8)
