@@ -46,13 +46,28 @@ func main() {
 	}
 }
 
+// appDescription is the DESCRIPTION of s3mount(1) and of --help.
+const appDescription = `s3mount mount forks a daemon and returns once the mount answers (--foreground stays attached).
+As a mount helper, mount -t fuse.s3mount SOURCE DIR -o OPTIONS and fstab lines of type fuse.s3mount
+run s3mount SOURCE DIR -o OPTIONS: every mount option has an -o form named like its flag with
+underscores (--endpoint-url URL is endpoint_url=URL).
+
+SIGTERM or SIGINT detaches the mount, serves the files still open until they are closed (each upload
+commits when its file closes), then exits 0; a second signal exits at once, abandoning unfinished uploads.
+
+Logs go to --log-file, else stderr in the foreground, else journald (or syslog) for a daemon;
+--log-format json, --debug traces every FUSE operation. --metrics-addr 127.0.0.1:PORT serves
+Prometheus metrics at /metrics. See README.md for connections, systemd, fstab and troubleshooting.`
+
 // newApp is the command line: its commands and their flags.
 func newApp() *cli.App {
 	app := &cli.App{
 		Name:                 "s3mount",
 		Usage:                "mount an S3 bucket, or a path in it, as a local directory",
+		Description:          appDescription,
 		EnableBashCompletion: true,
-		Commands:             []*cli.Command{mountCommand(), unmountCommand(), checkCommand(), connectionCommand()},
+		Commands: []*cli.Command{mountCommand(), unmountCommand(), checkCommand(), connectionCommand(),
+			completionCommand(), manCommand()},
 	}
 	for _, c := range app.Commands {
 		c.OnUsageError = usageError
