@@ -146,6 +146,14 @@ func TestSIGTERMDuringLargeWriteCompletesTheUpload(t *testing.T) {
 	if !m.alive() {
 		t.Fatal("s3mount exited while a file was still open for writing")
 	}
+	// It says what it waits for (every 5 s).
+	deadline := time.Now().Add(15 * time.Second)
+	for !strings.Contains(readFile(m.log), `msg="waiting for open files to close before exiting" open_files=1`) {
+		if time.Now().After(deadline) {
+			t.Fatalf("no log line of what the stopping daemon waits for:\n%s", readFile(m.log))
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
 	if err := writeChunks(f, rng, total-before, h); err != nil {
 		t.Fatalf("writing after SIGTERM: %v", err)
 	}
