@@ -118,3 +118,37 @@ func TestServeExposesEveryFamily(t *testing.T) {
 		t.Errorf("a second server on %s: %v, want an error naming --metrics-addr", srv.Addr, err)
 	}
 }
+
+func TestBucketsDecoratorCountsAndWrapsClients(t *testing.T) {
+	ctx := context.Background()
+	m := New()
+	b := m.Buckets(s3fake.NewBuckets("one"))
+	if _, err := b.ListBuckets(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.CreateBucket(ctx, "two"); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.CreateBucket(ctx, "two"); err == nil {
+		t.Fatal("creating an existing bucket succeeded")
+	}
+	c, err := b.Client(ctx, "one")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Put(ctx, "k", []byte("abc"), s3backend.PutOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if got := testutil.ToFloat64(m.requests.WithLabelValues("ListBuckets", "ok")); got != 1 {
+		t.Errorf("ListBuckets ok = %v, want 1", got)
+	}
+	if got := testutil.ToFloat64(m.requests.WithLabelValues("CreateBucket", "ok")); got != 1 {
+		t.Errorf("CreateBucket ok = %v, want 1", got)
+	}
+	if got := testutil.CollectAndCount(m.requests); got != 4 {
+		t.Errorf("%d request series, want 4 (ListBuckets, CreateBucket ok and failed, PutObject)", got)
+	}
+	if got := testutil.ToFloat64(m.requests.WithLabelValues("PutObject", "ok")); got != 1 {
+		t.Errorf("PutObject through a bucket's client = %v, want 1", got)
+	}
+}
