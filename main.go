@@ -165,6 +165,8 @@ func mountCommand() *cli.Command {
 			&cli.IntFlag{Name: "upload-concurrency", Value: d.UploadConcurrency, Usage: "parts of one file uploading at once"},
 			&cli.StringFlag{Name: "cache-size", Value: "512M", Usage: "memory for cached file blocks (bytes, K/M/G suffixes)"},
 			&cli.StringFlag{Name: "block-size", Value: "1M", Usage: "unit of ranged GETs and of the block cache"},
+			&cli.StringFlag{Name: "cache-dir", Value: d.CacheDir, Usage: "staging files of files changed in place, and recovery/ for failed uploads"},
+			&cli.StringFlag{Name: "staging-limit", Value: "10G", Usage: "disk bytes all staging files may use; beyond, writes fail with ENOSPC (0: no limit)"},
 			&cli.DurationFlag{Name: "metadata-ttl", Value: d.MetadataTTL, Usage: "how long stat and listing results are trusted (kernel entry/attr timeout)"},
 			&cli.UintFlag{Name: "uid", Value: uint(d.UID), Usage: "owner of every file"},
 			&cli.UintFlag{Name: "gid", Value: uint(d.GID), Usage: "group of every file"},
@@ -309,6 +311,9 @@ func optionsFrom(c *cli.Context) (mountopts.Options, error) {
 	if c.IsSet("gid") {
 		o.GID = uint32(c.Uint("gid"))
 	}
+	if c.IsSet("cache-dir") {
+		o.CacheDir = c.String("cache-dir")
+	}
 	o.AllowOther = c.Bool("allow-other")
 	o.ReadOnly = c.Bool("read-only")
 	o.Foreground = c.Bool("foreground")
@@ -316,7 +321,8 @@ func optionsFrom(c *cli.Context) (mountopts.Options, error) {
 	for _, s := range []struct {
 		flag string
 		dst  *int64
-	}{{"part-size", &o.PartSize}, {"cache-size", &o.CacheSize}, {"block-size", &o.BlockSize}} {
+	}{{"part-size", &o.PartSize}, {"cache-size", &o.CacheSize}, {"block-size", &o.BlockSize},
+		{"staging-limit", &o.StagingLimit}} {
 		if !c.IsSet(s.flag) {
 			continue
 		}
@@ -367,6 +373,11 @@ func serve(o mountopts.Options, source, mountpoint string) error {
 		// churn before the heap doubles.
 		debug.SetMemoryLimit(int64(o.UploadConcurrency+1)*o.PartSize + 96<<20)
 	}
+	if !o.ReadOnly {
+		if err := o.PrepareCacheDir(); err != nil {
+			return err
+		}
+	}
 	ctx := context.Background()
 	session, err := sessionFrom(ctx, o, log)
 	if err != nil {
@@ -381,7 +392,7 @@ func serve(o mountopts.Options, source, mountpoint string) error {
 	bucketCfg := fs.Config{Blocks: blocks, Prefix: o.Prefix, BlockSize: o.BlockSize,
 		DownloadThreads: o.DownloadThreads, PartSize: o.PartSize, UploadConcurrency: o.UploadConcurrency,
 		UID: o.UID, GID: o.GID, FileMode: uint32(o.FileMode), DirMode: uint32(o.DirMode), ReadOnly: o.ReadOnly,
-		Logger: log}
+		CacheDir: o.CacheDir, StagingLimit: o.StagingLimit, Logger: log}
 	newMeta := func() *cache.Meta { return cache.NewMeta(o.MetadataTTL, 1<<20, nil) }
 	pctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()

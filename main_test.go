@@ -69,6 +69,8 @@ func TestEveryMountOptionHasAnOForm(t *testing.T) {
 		"log-file":               {"log_file=/var/log/s3mount.log", func(o mountopts.Options) bool { return o.LogFile == "/var/log/s3mount.log" }},
 		"debug":                  {"debug", func(o mountopts.Options) bool { return o.Debug }},
 		"metrics-addr":           {"metrics_addr=127.0.0.1:9100", func(o mountopts.Options) bool { return o.MetricsAddr == "127.0.0.1:9100" }},
+		"cache-dir":              {"cache_dir=/var/cache/s3mount", func(o mountopts.Options) bool { return o.CacheDir == "/var/cache/s3mount" }},
+		"staging-limit":          {"staging_limit=2G", func(o mountopts.Options) bool { return o.StagingLimit == 2<<30 }},
 		// Generic options are its -o form: nosuid, noatime, ... (mount_option=
 		// itself is refused, see the bad cases).
 		"mount-option": {"nosuid,nodev,noatime", func(o mountopts.Options) bool {
@@ -152,6 +154,7 @@ func TestBadMountOptionsNameTheOption(t *testing.T) {
 		"role_arn=reader":                    "--role-arn",
 		"role_arn=arn:x,session_duration=1m": "--session-duration",
 		"upload_concurrency=1000":            "--upload-concurrency",
+		"staging_limit=lots":                 "--staging-limit",
 	} {
 		_, err := parseHelper(t, opt)
 		if err == nil {

@@ -33,64 +33,6 @@ var _ gofs.InodeEmbedder = (*Dir)(nil)
 
 func (d *Dir) prefix() string { return dirPrefix(d.path) }
 
-var _ gofs.NodeGetattrer = (*Dir)(nil)
-
-// Getattr implements the FUSE GETATTR of a directory.
-func (d *Dir) Getattr(ctx context.Context, fh gofs.FileHandle, out *fuse.AttrOut) syscall.Errno {
-	var mtime time.Time
-	if st, ok := d.fsys.meta.Get(d.path); ok && st.Kind == cache.Dir {
-		mtime = st.MTime
-	}
-	d.fsys.dirAttr(&out.Attr, mtime)
-	d.overrideAttr(&out.Attr)
-	return 0
-}
-
-func (d *Dir) overrideAttr(out *fuse.Attr) {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	if d.attrs != nil {
-		out.Mode = syscall.S_IFDIR | d.attrs.Mode&0o7777
-		out.Uid, out.Gid = d.attrs.Uid, d.attrs.Gid
-		out.Mtime, out.Mtimensec = d.attrs.Mtime, d.attrs.Mtimensec
-	}
-}
-
-var _ gofs.NodeSetattrer = (*Dir)(nil)
-
-// Setattr implements chmod(2), chown(2) and utimes(2) of a directory: S3
-// has nowhere to keep them, so they live in memory for as long as the
-// kernel keeps the inode (SEMANTICS.md). EROFS on a read-only mount.
-func (d *Dir) Setattr(ctx context.Context, fh gofs.FileHandle, in *fuse.SetAttrIn, out *fuse.AttrOut) syscall.Errno {
-	ctx = uninterruptible(ctx)
-	if d.fsys.cfg.ReadOnly {
-		return syscall.EROFS
-	}
-	if _, ok := in.GetSize(); ok {
-		return syscall.EISDIR
-	}
-	var cur fuse.AttrOut
-	d.Getattr(ctx, fh, &cur)
-	a := cur.Attr
-	if m, ok := in.GetMode(); ok {
-		a.Mode = syscall.S_IFDIR | m&0o7777
-	}
-	if u, ok := in.GetUID(); ok {
-		a.Uid = u
-	}
-	if g, ok := in.GetGID(); ok {
-		a.Gid = g
-	}
-	if t, ok := in.GetMTime(); ok {
-		a.SetTimes(nil, &t, nil)
-	}
-	d.mu.Lock()
-	d.attrs = &a
-	d.mu.Unlock()
-	out.Attr = a
-	return 0
-}
-
 var _ gofs.NodeStatfser = (*Dir)(nil)
 
 // Statfs implements statfs(2): S3 has no capacity, so the figures say
@@ -323,7 +265,8 @@ func (d *Dir) Rmdir(ctx context.Context, name string) syscall.Errno {
 var _ gofs.NodeUnlinker = (*Dir)(nil)
 
 // Unlink implements unlink(2): DeleteObject. A file open for writing that
-// is unlinked is not uploaded when it is closed.
+// is unlinked is not uploaded when it is closed; a file with open handles
+// is deleted in S3 when the last one closes, so they keep reading it.
 func (d *Dir) Unlink(ctx context.Context, name string) syscall.Errno {
 	ctx = uninterruptible(ctx)
 	if d.fsys.cfg.ReadOnly {
@@ -374,70 +317,4 @@ func (d *Dir) Create(ctx context.Context, name string, flags uint32, mode uint32
 	inode := d.NewInode(ctx, f, gofs.StableAttr{Mode: syscall.S_IFREG})
 	d.fsys.meta.Put(path, cache.Stat{Kind: cache.File, MTime: time.Now()})
 	return inode, h, 0, 0
-}
-
-var _ gofs.NodeRenamer = (*Dir)(nil)
-
-// Rename implements rename(2) of a file: CopyObject to the new key, then
-// DeleteObject of the old. Directories answer EXDEV, so that mv(1) falls
-// back to copying; a file open for writing answers EBUSY.
-func (d *Dir) Rename(ctx context.Context, name string, newParent gofs.InodeEmbedder, newName string, flags uint32) syscall.Errno {
-	ctx = uninterruptible(ctx)
-	if d.fsys.cfg.ReadOnly {
-		return syscall.EROFS
-	}
-	const renameNoreplace, renameExchange = 1, 2 // renameat2(2)
-	if flags&renameExchange != 0 {
-		return syscall.EINVAL
-	}
-	nd, ok := newParent.(*Dir)
-	if !ok || nd.fsys != d.fsys {
-		// Another bucket (all-buckets mounts) or the root of buckets:
-		// CopyObject stays within one bucket, so let mv(1) copy.
-		return syscall.EXDEV
-	}
-	if en := nameErrno(newName, syscall.EINVAL); en != 0 {
-		return en
-	}
-	src, dst := join(d.path, name), join(nd.path, newName)
-	if ch := d.GetChild(name); ch != nil {
-		if f, ok := ch.Operations().(*File); ok && f.writing() {
-			return syscall.EBUSY
-		}
-	}
-	st, err := d.fsys.stat(ctx, src, d.path)
-	if err != nil {
-		return errno(err)
-	}
-	if st.Kind == cache.Dir {
-		return syscall.EXDEV
-	}
-	dstSt, err := d.fsys.stat(ctx, dst, nd.path)
-	switch {
-	case err == nil && dstSt.Kind == cache.Dir:
-		return syscall.EISDIR
-	case err == nil && flags&renameNoreplace != 0:
-		return syscall.EEXIST
-	case err != nil && !errors.Is(err, s3backend.ErrNotFound):
-		return errno(err)
-	}
-	if src == dst {
-		return 0
-	}
-	etag, err := d.fsys.client.Copy(ctx, src, dst)
-	if err != nil {
-		return errno(err)
-	}
-	if err := d.fsys.client.Delete(ctx, src); err != nil {
-		return errno(err)
-	}
-	d.fsys.meta.Put(src, cache.Stat{Kind: cache.Absent})
-	st.ETag = etag
-	d.fsys.meta.Put(dst, st)
-	if ch := d.GetChild(name); ch != nil {
-		if f, ok := ch.Operations().(*File); ok {
-			f.renamed(dst, etag)
-		}
-	}
-	return 0
 }

@@ -21,15 +21,19 @@
 //
 // # Writes
 //
-// write.go: a new or truncated file written sequentially is streamed as a
+// write.go: a file open for writing has one content shared by its
+// writable handles. Written sequentially from empty, it is streamed as a
 // multipart upload (PartSize parts, UploadConcurrency parts in flight) or,
-// when it stays under one part, a single PutObject; the object is committed
-// at flush, fsync and release, and a failed commit returns EIO.
+// when it stays under one part, a single PutObject; anything else stages it
+// in a sparse local file (stage.go) uploaded with UploadPart and
+// UploadPartCopy. The object is committed at flush, fsync and release under
+// If-None-Match / If-Match; a failed commit returns EIO (ESTALE for a lost
+// race) and keeps staged bytes for recovery.
 //
 // # Locks
 //
-// Lock order: writer.mu before File.mu. Dir.mu is never held with another.
-// No lock is held across an S3 request except writer.mu, which serialises
-// a handle's writes and commits by design (a write that must start the
+// Lock order: content.mu before File.mu. Dir.mu is never held with another.
+// No lock is held across an S3 request except content.mu, which serialises
+// a file's writes and commits by design (a write that must start the
 // multipart upload waits for CreateMultipartUpload).
 package fs

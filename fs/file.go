@@ -26,21 +26,22 @@ type File struct {
 	mtime    time.Time      // guarded by mu
 	fetched  time.Time      // guarded by mu; when size/etag were last learned
 	openETag string         // guarded by mu; ETag the kernel page cache holds
-	readers  map[string]int // guarded by mu; open read handles per ETag
-	writer   *writer        // guarded by mu; the open writable handle, if any
+	readers  map[string]int // guarded by mu; open read-only handles per ETag
+	content  *content       // guarded by mu; while writable handles are open (write.go)
 	unlinked bool           // guarded by mu
-	// Attributes set by chmod/chown/utimes, kept in memory only (see
-	// SEMANTICS.md); nil: the mount's defaults.
-	mode     *uint32    // guarded by mu
-	uid, gid *uint32    // guarded by mu
-	mtimeSet *time.Time // guarded by mu; cleared when new content is committed
+	// deleteOnClose: unlinked while open; the object is deleted when the
+	// last handle closes, so open handles keep reading it (unlink(2)).
+	deleteOnClose bool      // guarded by mu
+	attr          fileAttrs // guarded by mu; see attr.go
 }
 
 var _ gofs.InodeEmbedder = (*File)(nil)
 
 func newFile(fsys *FS, key string, st cache.Stat) *File {
-	return &File{fsys: fsys, key: key, size: st.Size, etag: st.ETag, mtime: st.MTime, fetched: time.Now(),
+	f := &File{fsys: fsys, key: key, size: st.Size, etag: st.ETag, mtime: st.MTime, fetched: time.Now(),
 		readers: map[string]int{}}
+	f.attr.fromStat(st)
+	return f
 }
 
 // update takes in what a lookup or listing learned, unless a writer is
@@ -48,10 +49,11 @@ func newFile(fsys *FS, key string, st cache.Stat) *File {
 func (f *File) update(st cache.Stat) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	if f.writer != nil {
+	if f.content != nil {
 		return
 	}
 	f.size, f.etag, f.mtime, f.fetched = st.Size, st.ETag, st.MTime, time.Now()
+	f.attr.fromStat(st)
 }
 
 // pending reports whether the file exists only in this mount so far (a
@@ -59,33 +61,69 @@ func (f *File) update(st cache.Stat) {
 func (f *File) pending() bool {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	return f.writer != nil && f.etag == "" && !f.unlinked
+	return f.content != nil && f.etag == "" && !f.unlinked
 }
 
 // writing reports whether a writable handle is open.
 func (f *File) writing() bool {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	return f.writer != nil
+	return f.content != nil
 }
 
-// markUnlinked records an unlink. It reports true when the file was never
-// uploaded, so that there is nothing to delete in S3.
+// markUnlinked records an unlink. It reports true when nothing is to be
+// deleted in S3 now: the file was never uploaded, or handles are open (the
+// object is then deleted when the last one closes).
 func (f *File) markUnlinked() bool {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.unlinked = true
-	return f.writer != nil && f.etag == ""
+	if f.content != nil && f.etag == "" {
+		return true
+	}
+	if f.content != nil || len(f.readers) > 0 {
+		f.deleteOnClose = true
+		return true
+	}
+	return false
 }
 
-// renamed records a completed rename.
+// renamed records a completed rename: the file is key now, and its object
+// (if one was copied) has etag.
 func (f *File) renamed(key, etag string) {
 	f.mu.Lock()
-	defer f.mu.Unlock()
 	f.key = key
 	if etag != "" {
 		f.etag = etag
 	}
+	c := f.content
+	f.mu.Unlock()
+	if c != nil {
+		c.renamed(key, etag)
+	}
+}
+
+// openContent returns the content while the file is open for writing, for
+// reads of read-only handles.
+func (f *File) openContent() *content {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.content
+}
+
+// closedLocked runs after a handle closed: the last one deletes an object
+// unlinked while open.
+func (f *File) closedLocked() {
+	if !f.deleteOnClose || f.content != nil || len(f.readers) > 0 {
+		return
+	}
+	f.deleteOnClose = false
+	key := f.key
+	go func() {
+		if err := f.fsys.client.Delete(context.Background(), key); err != nil {
+			f.fsys.log.Error("a file unlinked while open could not be deleted at its last close", "key", key, "err", err)
+		}
+	}()
 }
 
 // committed records an upload that completed. It reports whether the file
@@ -95,7 +133,7 @@ func (f *File) renamed(key, etag string) {
 func (f *File) committed(size int64, etag string, mtime time.Time) (unlinked bool) {
 	f.mu.Lock()
 	f.size, f.etag, f.mtime, f.fetched = size, etag, mtime, time.Now()
-	f.mtimeSet = nil
+	f.attr.committed()
 	key, unlinked := f.key, f.unlinked
 	f.mu.Unlock()
 	if !unlinked {
@@ -107,41 +145,6 @@ func (f *File) committed(size int64, etag string, mtime time.Time) (unlinked boo
 	return unlinked
 }
 
-// fillAttr fills out from what the node knows; a writer's size wins.
-func (f *File) fillAttr(out *fuse.Attr) {
-	f.mu.Lock()
-	size, mtime, w := f.size, f.mtime, f.writer
-	mode, uid, gid := f.fsys.cfg.FileMode, f.fsys.cfg.UID, f.fsys.cfg.GID
-	if f.mode != nil {
-		mode = *f.mode
-	}
-	if f.uid != nil {
-		uid = *f.uid
-	}
-	if f.gid != nil {
-		gid = *f.gid
-	}
-	if f.mtimeSet != nil {
-		mtime = *f.mtimeSet
-	}
-	f.mu.Unlock()
-	if w != nil {
-		if s, ok := w.visibleSize(); ok {
-			size = s
-		}
-	}
-	if mtime.IsZero() {
-		mtime = f.fsys.mounted
-	}
-	out.Mode = syscall.S_IFREG | mode
-	out.Nlink = 1
-	out.Uid, out.Gid = uid, gid
-	out.Size = uint64(size)
-	out.Blksize = 4096
-	out.Blocks = (uint64(size) + 511) / 512
-	out.SetTimes(nil, &mtime, &mtime)
-}
-
 var _ gofs.NodeGetattrer = (*File)(nil)
 
 // Getattr implements FUSE GETATTR: from the node while its facts are
@@ -150,7 +153,7 @@ var _ gofs.NodeGetattrer = (*File)(nil)
 func (f *File) Getattr(ctx context.Context, fh gofs.FileHandle, out *fuse.AttrOut) syscall.Errno {
 	ctx = uninterruptible(ctx)
 	f.mu.Lock()
-	stale := f.writer == nil && !f.unlinked && time.Since(f.fetched) >= f.fsys.meta.TTL()
+	stale := f.content == nil && !f.unlinked && time.Since(f.fetched) >= f.fsys.meta.TTL()
 	key := f.key
 	f.mu.Unlock()
 	if stale {
@@ -171,75 +174,30 @@ func (f *File) Getattr(ctx context.Context, fh gofs.FileHandle, out *fuse.AttrOu
 	return 0
 }
 
-var _ gofs.NodeSetattrer = (*File)(nil)
-
-// Setattr implements truncate(2), chmod(2), chown(2) and utimes(2).
-// Size: to the current size (no-op) or to 0 (an empty object, or an open
-// writer restarting empty); other sizes answer ENOTSUP until in-place
-// writes land. Mode, owner and times are kept in memory only.
-func (f *File) Setattr(ctx context.Context, fh gofs.FileHandle, in *fuse.SetAttrIn, out *fuse.AttrOut) syscall.Errno {
-	ctx = uninterruptible(ctx)
-	if f.fsys.cfg.ReadOnly {
-		return syscall.EROFS
-	}
-	if size, ok := in.GetSize(); ok {
-		if en := f.truncate(ctx, fh, int64(size)); en != 0 {
-			return en
-		}
-	}
-	f.mu.Lock()
-	if m, ok := in.GetMode(); ok {
-		m &= 0o7777
-		f.mode = &m
-	}
-	if u, ok := in.GetUID(); ok {
-		f.uid = &u
-	}
-	if g, ok := in.GetGID(); ok {
-		f.gid = &g
-	}
-	if t, ok := in.GetMTime(); ok {
-		f.mtimeSet = &t
-	}
-	f.mu.Unlock()
-	f.fillAttr(&out.Attr)
-	return 0
-}
-
 func (f *File) truncate(ctx context.Context, fh gofs.FileHandle, size int64) syscall.Errno {
-	w, _ := fh.(*handle)
-	f.mu.Lock()
-	cur, key := f.size, f.key
-	var wr *writer
-	if w != nil && w.w != nil {
-		wr = w.w
-	} else if f.writer != nil {
-		wr = f.writer
+	if h, ok := fh.(*handle); ok && h.c != nil {
+		return h.c.truncate(ctx, size)
 	}
-	f.mu.Unlock()
-	if wr != nil {
-		return wr.truncate(size)
+	// truncate(2), or ftruncate of a read-only descriptor (which the
+	// kernel refuses first): open, truncate, commit, close. Unchanged
+	// sizes cost nothing.
+	h, en := f.openWriter(syscall.O_WRONLY, false)
+	if en != 0 {
+		return en
 	}
-	if size == cur {
-		return 0
+	en = h.c.truncate(ctx, size)
+	if en == 0 {
+		en = h.c.commit(ctx)
 	}
-	if size != 0 {
-		return syscall.ENOTSUP
-	}
-	etag, err := f.fsys.client.Put(ctx, key, nil, s3backend.PutOptions{})
-	if err != nil {
-		return errno(err)
-	}
-	f.committed(0, etag, time.Now())
-	return 0
+	h.Release(ctx)
+	return en
 }
 
 var _ gofs.NodeOpener = (*File)(nil)
 
 // Open implements open(2) of an existing file. Read-only opens read the
 // object as it is now (its ETag is pinned: a change in S3 gives ESTALE).
-// Writable opens give a handle that can rewrite the file from empty
-// (O_TRUNC, or a file of size 0); see write.go for what it refuses.
+// Writable opens share the file's content (write.go); O_TRUNC empties it.
 func (f *File) Open(ctx context.Context, flags uint32) (gofs.FileHandle, uint32, syscall.Errno) {
 	if flags&syscall.O_ACCMODE == syscall.O_RDONLY {
 		f.mu.Lock()
@@ -255,6 +213,12 @@ func (f *File) Open(ctx context.Context, flags uint32) (gofs.FileHandle, uint32,
 	h, en := f.openWriter(flags, false)
 	if en != 0 {
 		return nil, 0, en
+	}
+	if flags&syscall.O_TRUNC != 0 {
+		if en := h.c.truncate(uninterruptible(ctx), 0); en != 0 {
+			h.Release(ctx)
+			return nil, 0, en
+		}
 	}
 	return h, 0, 0
 }
@@ -284,33 +248,42 @@ func (f *File) readerClosed(etag string) {
 	if f.readers[etag]--; f.readers[etag] <= 0 {
 		delete(f.readers, etag)
 	}
+	f.closedLocked()
 }
 
-// openWriter attaches a writable handle. created is true for O_CREAT of a
-// new name, whose empty object must reach S3 even if nothing is written.
+// openWriter attaches a writable handle to the file's content, starting
+// one if none is open. created is true for O_CREAT of a new name, whose
+// empty object must reach S3 even if nothing is written.
 func (f *File) openWriter(flags uint32, created bool) (*handle, syscall.Errno) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	if f.writer != nil {
-		return nil, syscall.EBUSY
+	for {
+		f.mu.Lock()
+		if f.content == nil {
+			f.content = newContentLocked(f, created)
+			f.openETag = ""
+		}
+		c := f.content
+		f.mu.Unlock()
+		c.mu.Lock()
+		if c.closed {
+			// Its last handle was released meanwhile (RELEASE is
+			// asynchronous): take a new content.
+			c.mu.Unlock()
+			continue
+		}
+		c.handles++
+		c.mu.Unlock()
+		return &handle{c: c, file: f}, 0
 	}
-	w := newWriter(f, f.size, created)
-	f.writer = w
-	f.openETag = ""
-	h := &handle{w: w}
-	if flags&syscall.O_ACCMODE == syscall.O_RDWR {
-		h.r = f.newReaderLocked()
-	}
-	return h, 0
 }
 
-// writerClosed detaches w once its handle is released.
-func (f *File) writerClosed(w *writer) {
+// contentClosed detaches c once its last handle is released.
+func (f *File) contentClosed(c *content) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	if f.writer == w {
-		f.writer = nil
+	if f.content == c {
+		f.content = nil
 	}
+	f.closedLocked()
 }
 
 func (f *File) newReaderLocked() *reader {

@@ -33,7 +33,8 @@ func mountFake(t *testing.T, c *s3fake.Client, mutate func(*Config)) string {
 	}
 	cfg := Config{Client: c, Blocks: blocks, Meta: cache.NewMeta(time.Second, 1<<16, nil),
 		BlockSize: testBlock, DownloadThreads: 4, PartSize: 5 << 20, UploadConcurrency: 2,
-		UID: uint32(os.Getuid()), GID: uint32(os.Getgid()), FileMode: 0o644, DirMode: 0o755}
+		UID: uint32(os.Getuid()), GID: uint32(os.Getgid()), FileMode: 0o644, DirMode: 0o755,
+		CacheDir: t.TempDir()}
 	if mutate != nil {
 		mutate(&cfg)
 	}

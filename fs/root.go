@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -38,6 +39,13 @@ type Config struct {
 	// 500 (see partGrowth). Tests set it low to exercise growth.
 	PartGrowth int32
 
+	// CacheDir holds staging files (staging/) and the files of uploads
+	// that failed (recovery/). Empty: $TMPDIR/s3mount-UID.
+	CacheDir string
+	// StagingLimit bounds the bytes of all staging files together; a
+	// write past it answers ENOSPC. 0: no limit.
+	StagingLimit int64
+
 	UID, GID          uint32
 	FileMode, DirMode uint32 // permission bits only
 	ReadOnly          bool
@@ -57,6 +65,8 @@ type FS struct {
 	downloads chan struct{}
 	// bufs recycles part buffers of PartSize bytes.
 	bufs sync.Pool
+	// staged counts the bytes of all staging files (disk blocks).
+	staged atomic.Int64
 	// maxWindow caps one handle's readahead, in bytes: a quarter of the
 	// block cache, so that readahead never evicts what it fetched.
 	maxWindow int64
@@ -73,11 +83,18 @@ func New(cfg Config) (*FS, *Dir) {
 	if cfg.PartGrowth <= 0 {
 		cfg.PartGrowth = partGrowth
 	}
+	if cfg.CacheDir == "" {
+		cfg.CacheDir = filepath.Join(os.TempDir(), fmt.Sprintf("s3mount-%d", os.Getuid()))
+	}
 	f := &FS{cfg: cfg, client: cfg.Client, blocks: cfg.Blocks, meta: cfg.Meta, log: cfg.Logger,
 		hidden: hiddenKeys{log: cfg.Logger}, downloads: make(chan struct{}, 4*cfg.DownloadThreads),
 		mounted: time.Now(), maxWindow: max(cfg.BlockSize, cfg.Blocks.MaxBytes()/4)}
 	f.bufs.New = func() any { b := make([]byte, 0, cfg.PartSize); return &b }
 	root := &Dir{fsys: f, path: strings.TrimSuffix(cfg.Prefix, "/")}
+	f.cleanStaging()
+	if !cfg.ReadOnly {
+		go f.abortOrphanUploads()
+	}
 	return f, root
 }
 

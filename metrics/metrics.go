@@ -133,7 +133,7 @@ func (m *Metrics) WatchCache(b *cache.Blocks) {
 }
 
 // WritesInFlight is the number of S3 requests under way that change the
-// bucket (PutObject, UploadPart, CreateMultipartUpload,
+// bucket (PutObject, UploadPart, UploadPartCopy, CreateMultipartUpload,
 // CompleteMultipartUpload, AbortMultipartUpload, CopyObject, DeleteObject).
 func (m *Metrics) WritesInFlight() int64 { return m.writes.Load() }
 

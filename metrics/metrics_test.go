@@ -26,7 +26,7 @@ func TestClientCountsRequestsBytesAndUploads(t *testing.T) {
 	if _, err := c.Put(ctx, "small", []byte("12345"), s3backend.PutOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	id, err := c.CreateMultipart(ctx, "big")
+	id, err := c.CreateMultipart(ctx, "big", nil)
 	if err != nil {
 		t.Fatal(err)
 	}

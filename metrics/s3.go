@@ -76,9 +76,9 @@ func (c *client) Put(ctx context.Context, key string, body []byte, opt s3backend
 	return etag, err
 }
 
-func (c *client) CreateMultipart(ctx context.Context, key string) (string, error) {
+func (c *client) CreateMultipart(ctx context.Context, key string, meta map[string]string) (string, error) {
 	end := c.m.begin("CreateMultipartUpload", true)
-	id, err := c.c.CreateMultipart(ctx, key)
+	id, err := c.c.CreateMultipart(ctx, key, meta)
 	end(err)
 	if err == nil {
 		c.m.mu.Lock()
@@ -96,6 +96,13 @@ func (c *client) UploadPart(ctx context.Context, key, uploadID string, num int32
 	if err == nil {
 		c.m.bytesOut.Add(float64(len(body)))
 	}
+	return etag, err
+}
+
+func (c *client) UploadPartCopy(ctx context.Context, key, uploadID string, num int32, src, srcETag string, off, n int64) (string, error) {
+	end := c.m.begin("UploadPartCopy", true)
+	etag, err := c.c.UploadPartCopy(ctx, key, uploadID, num, src, srcETag, off, n)
+	end(err)
 	return etag, err
 }
 
@@ -125,9 +132,9 @@ func (c *client) AbortMultipart(ctx context.Context, key, uploadID string) error
 	return err
 }
 
-func (c *client) Copy(ctx context.Context, src, dst string) (string, error) {
+func (c *client) Copy(ctx context.Context, src, dst string, opt s3backend.CopyOptions) (string, error) {
 	end := c.m.begin("CopyObject", true)
-	etag, err := c.c.Copy(ctx, src, dst)
+	etag, err := c.c.Copy(ctx, src, dst, opt)
 	end(err)
 	return etag, err
 }

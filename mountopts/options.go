@@ -12,6 +12,7 @@ import (
 	"net"
 	"net/url"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"syscall"
@@ -106,6 +107,15 @@ type Options struct {
 	// kernel entry/attr timeout. Default 5 s.
 	MetadataTTL time.Duration
 
+	// CacheDir holds the staging files of files being changed in place and
+	// the files of uploads that failed (recovery/). Default: the user's
+	// cache directory (os.UserCacheDir, e.g. ~/.cache) + "/s3mount", else
+	// /var/tmp/s3mount-UID.
+	CacheDir string
+	// StagingLimit bounds the bytes of all staging files of the mount; a
+	// write past it answers ENOSPC. Default 10 GiB; 0 means no limit.
+	StagingLimit int64
+
 	// UID and GID own every file. Default: the mounting user's.
 	UID, GID uint32
 	// FileMode and DirMode are the permission bits of files and
@@ -150,6 +160,8 @@ func Default() Options {
 		CacheSize:         512 << 20,
 		BlockSize:         1 << 20,
 		MetadataTTL:       5 * time.Second,
+		CacheDir:          defaultCacheDir(),
+		StagingLimit:      10 << 30,
 		UID:               uint32(os.Getuid()),
 		GID:               uint32(os.Getgid()),
 		FileMode:          0o644,
@@ -350,6 +362,12 @@ func (o *Options) Validate() error {
 	if o.CacheSize < 4*o.BlockSize {
 		bad("cache-size", "%d bytes is smaller than 4 blocks (%d bytes)", o.CacheSize, 4*o.BlockSize)
 	}
+	if o.CacheDir == "" {
+		bad("cache-dir", "is empty")
+	}
+	if o.StagingLimit < 0 {
+		bad("staging-limit", "%d bytes is negative", o.StagingLimit)
+	}
 	if o.MetadataTTL < 0 {
 		bad("metadata-ttl", "%s is negative", o.MetadataTTL)
 	}
@@ -452,4 +470,26 @@ func checkOwner(owner, self uint32) error {
 		return nil
 	}
 	return fmt.Errorf("is owned by uid %d: it holds a secret, so it must be owned by you (uid %d) or root", owner, self)
+}
+
+// defaultCacheDir is Options.CacheDir's default.
+func defaultCacheDir() string {
+	if d, err := os.UserCacheDir(); err == nil {
+		return filepath.Join(d, "s3mount")
+	}
+	return fmt.Sprintf("/var/tmp/s3mount-%d", os.Getuid())
+}
+
+// PrepareCacheDir creates the cache directory (mode 0700) and checks that
+// it is writable; the error names --cache-dir.
+func (o *Options) PrepareCacheDir() error {
+	if err := os.MkdirAll(o.CacheDir, 0o700); err != nil {
+		return fmt.Errorf("option --cache-dir: %w", err)
+	}
+	f, err := os.CreateTemp(o.CacheDir, ".probe-*")
+	if err != nil {
+		return fmt.Errorf("option --cache-dir: %s is not writable: %w", o.CacheDir, err)
+	}
+	f.Close()
+	return os.Remove(f.Name())
 }

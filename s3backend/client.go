@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/aws/smithy-go"
+	"golang.org/x/sync/errgroup"
 )
 
 // ObjectInfo describes one object. Size is in bytes; ETag is as S3 returns
@@ -25,6 +26,10 @@ type ObjectInfo struct {
 	Size         int64
 	ETag         string
 	LastModified time.Time
+	// Meta is the object's user metadata (x-amz-meta-NAME headers), names
+	// in lower case without the prefix. Only Head fills it: ListObjectsV2
+	// does not return metadata.
+	Meta map[string]string
 }
 
 // ListPage is one page of ListObjectsV2. With a delimiter, Prefixes holds
@@ -49,7 +54,28 @@ type PutOptions struct {
 	IfNoneMatch string
 	// IfMatch commits only when the current object has this ETag.
 	IfMatch string
+	// Meta is the user metadata to store (x-amz-meta-NAME: value). Put
+	// sends it; CompleteMultipart ignores it (it goes to CreateMultipart).
+	Meta map[string]string
 }
+
+// CopyOptions shape a CopyObject.
+type CopyOptions struct {
+	// SrcETag copies only if the source still has this ETag
+	// (x-amz-copy-source-if-match); otherwise ErrPrecondition.
+	SrcETag string
+	// Meta, when not nil, replaces the metadata (x-amz-metadata-directive:
+	// REPLACE); nil keeps the source's (COPY).
+	Meta map[string]string
+	// Size is the source's size in bytes. Above 5 GiB, the most one
+	// CopyObject may copy, Copy does a multipart copy instead
+	// (UploadPartCopy of 1 GiB parts; S3 API Reference, CopyObject).
+	Size int64
+}
+
+// MaxCopySize is the largest object one CopyObject copies: 5 GiB (S3 API
+// Reference, CopyObject).
+const MaxCopySize = 5 << 30
 
 // Client is everything s3mount asks of one bucket. Every method takes the
 // FUSE request's context (cancellation → context.Canceled → EINTR) and
@@ -70,16 +96,25 @@ type Client interface {
 	OpenRange(ctx context.Context, key, etag string, off, n int64) (io.ReadCloser, error)
 	// Put writes a whole object in one PutObject and returns its ETag.
 	Put(ctx context.Context, key string, body []byte, opt PutOptions) (string, error)
-	// CreateMultipart starts a multipart upload and returns its upload ID.
-	CreateMultipart(ctx context.Context, key string) (string, error)
+	// CreateMultipart starts a multipart upload of an object with user
+	// metadata meta (may be nil) and returns its upload ID.
+	CreateMultipart(ctx context.Context, key string, meta map[string]string) (string, error)
 	// UploadPart sends part number num (1..10000) and returns its ETag.
 	UploadPart(ctx context.Context, key, uploadID string, num int32, body []byte) (string, error)
+	// UploadPartCopy makes part number num of the upload from the n bytes
+	// at off of object src, copied inside S3 only if src still has ETag
+	// srcETag (UploadPartCopy with x-amz-copy-source-range and
+	// x-amz-copy-source-if-match; ErrPrecondition otherwise). It returns
+	// the part's ETag.
+	UploadPartCopy(ctx context.Context, key, uploadID string, num int32, src, srcETag string, off, n int64) (string, error)
 	// CompleteMultipart joins the parts, in order, and returns the ETag.
 	CompleteMultipart(ctx context.Context, key, uploadID string, parts []Part, opt PutOptions) (string, error)
 	// AbortMultipart discards an upload and its parts.
 	AbortMultipart(ctx context.Context, key, uploadID string) error
-	// Copy copies src to dst within the bucket (CopyObject, up to 5 GiB).
-	Copy(ctx context.Context, src, dst string) (string, error)
+	// Copy copies src to dst within the bucket (CopyObject; a multipart
+	// copy above MaxCopySize, see CopyOptions.Size) and returns the new
+	// object's ETag.
+	Copy(ctx context.Context, src, dst string, opt CopyOptions) (string, error)
 	// Delete removes the object (DeleteObject). Deleting a missing key succeeds.
 	Delete(ctx context.Context, key string) error
 }
@@ -153,4 +188,55 @@ func AssumeRoleError(err error) error {
 		}
 	}
 	return fmt.Errorf("STS AssumeRole failed (%s): check the role ARN, the external ID and the role's trust policy", why)
+}
+
+// copyPartSize is the part size of MultipartCopy: 1 GiB, so that S3's
+// 5 TiB object limit fits in 5,120 parts.
+const copyPartSize = 1 << 30
+
+// MultipartCopy copies src (opt.Size bytes) to dst with a multipart upload
+// whose parts are UploadPartCopy ranges of src, four at a time; for objects
+// above MaxCopySize (S3 API Reference, CopyObject: "to copy an object
+// greater than 5 GB, you must use the multipart upload Upload Part - Copy
+// API"). The metadata is opt.Meta when set; otherwise src's, read with Head.
+// On failure the upload is aborted and the error returned.
+func MultipartCopy(ctx context.Context, c Client, src, dst string, opt CopyOptions) (string, error) {
+	meta := opt.Meta
+	if meta == nil {
+		info, err := c.Head(ctx, src)
+		if err != nil {
+			return "", err
+		}
+		meta = info.Meta
+		if opt.SrcETag == "" {
+			opt.SrcETag = info.ETag
+		}
+	}
+	id, err := c.CreateMultipart(ctx, dst, meta)
+	if err != nil {
+		return "", err
+	}
+	n := int((opt.Size + copyPartSize - 1) / copyPartSize)
+	parts := make([]Part, n)
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(4)
+	for i := range n {
+		off := int64(i) * copyPartSize
+		size := min(copyPartSize, opt.Size-off)
+		g.Go(func() error {
+			etag, err := c.UploadPartCopy(gctx, dst, id, int32(i+1), src, opt.SrcETag, off, size)
+			parts[i] = Part{Number: int32(i + 1), ETag: etag}
+			return err
+		})
+	}
+	if err := g.Wait(); err != nil {
+		_ = c.AbortMultipart(context.WithoutCancel(ctx), dst, id)
+		return "", err
+	}
+	etag, err := c.CompleteMultipart(ctx, dst, id, parts, PutOptions{})
+	if err != nil {
+		_ = c.AbortMultipart(context.WithoutCancel(ctx), dst, id)
+		return "", err
+	}
+	return etag, nil
 }

@@ -105,8 +105,15 @@ func (c *S3) Head(ctx context.Context, key string) (ObjectInfo, error) {
 	if err != nil {
 		return ObjectInfo{}, c.fail("HeadObject", key, err)
 	}
+	var meta map[string]string
+	if len(out.Metadata) > 0 {
+		meta = make(map[string]string, len(out.Metadata))
+		for k, v := range out.Metadata {
+			meta[strings.ToLower(k)] = v
+		}
+	}
 	return ObjectInfo{Key: key, Size: aws.ToInt64(out.ContentLength), ETag: aws.ToString(out.ETag),
-		LastModified: aws.ToTime(out.LastModified)}, nil
+		LastModified: aws.ToTime(out.LastModified), Meta: meta}, nil
 }
 
 // List implements Client (ListObjectsV2).
@@ -198,7 +205,7 @@ func (c *S3) Put(ctx context.Context, key string, body []byte, opt PutOptions) (
 	ifMatch, ifNoneMatch := conditions(opt)
 	out, err := c.api.PutObject(ctx, &s3.PutObjectInput{Bucket: &c.bucket, Key: &key,
 		Body: bytes.NewReader(body), ContentLength: aws.Int64(int64(len(body))),
-		IfMatch: ifMatch, IfNoneMatch: ifNoneMatch}, unsignedPayload)
+		IfMatch: ifMatch, IfNoneMatch: ifNoneMatch, Metadata: opt.Meta}, unsignedPayload)
 	if err != nil {
 		return "", c.fail("PutObject", key, err)
 	}
@@ -206,10 +213,11 @@ func (c *S3) Put(ctx context.Context, key string, body []byte, opt PutOptions) (
 }
 
 // CreateMultipart implements Client (CreateMultipartUpload).
-func (c *S3) CreateMultipart(ctx context.Context, key string) (string, error) {
+func (c *S3) CreateMultipart(ctx context.Context, key string, meta map[string]string) (string, error) {
 	ctx, cancel := bounded(ctx, requestTimeout)
 	defer cancel()
-	out, err := c.api.CreateMultipartUpload(ctx, &s3.CreateMultipartUploadInput{Bucket: &c.bucket, Key: &key})
+	out, err := c.api.CreateMultipartUpload(ctx, &s3.CreateMultipartUploadInput{Bucket: &c.bucket, Key: &key,
+		Metadata: meta})
 	if err != nil {
 		return "", c.fail("CreateMultipartUpload", key, err)
 	}
@@ -226,6 +234,27 @@ func (c *S3) UploadPart(ctx context.Context, key, uploadID string, num int32, bo
 		return "", c.fail("UploadPart", key, err)
 	}
 	return aws.ToString(out.ETag), nil
+}
+
+// UploadPartCopy implements Client (UploadPartCopy).
+func (c *S3) UploadPartCopy(ctx context.Context, key, uploadID string, num int32, src, srcETag string, off, n int64) (string, error) {
+	ctx, cancel := bounded(ctx, completeTimeout)
+	defer cancel()
+	source := CopySource(c.bucket, src)
+	rng := fmt.Sprintf("bytes=%d-%d", off, off+n-1)
+	in := &s3.UploadPartCopyInput{Bucket: &c.bucket, Key: &key, UploadId: &uploadID, PartNumber: &num,
+		CopySource: &source, CopySourceRange: &rng}
+	if srcETag != "" {
+		in.CopySourceIfMatch = &srcETag
+	}
+	out, err := c.api.UploadPartCopy(ctx, in)
+	if err != nil {
+		return "", c.fail("UploadPartCopy", key, err)
+	}
+	if out.CopyPartResult == nil {
+		return "", c.fail("UploadPartCopy", key, errors.New("no CopyPartResult in the answer"))
+	}
+	return aws.ToString(out.CopyPartResult.ETag), nil
 }
 
 // CompleteMultipart implements Client (CompleteMultipartUpload).
@@ -257,12 +286,24 @@ func (c *S3) AbortMultipart(ctx context.Context, key, uploadID string) error {
 	return nil
 }
 
-// Copy implements Client (CopyObject).
-func (c *S3) Copy(ctx context.Context, src, dst string) (string, error) {
+// Copy implements Client (CopyObject, or a multipart copy above
+// MaxCopySize).
+func (c *S3) Copy(ctx context.Context, src, dst string, opt CopyOptions) (string, error) {
+	if opt.Size > MaxCopySize {
+		return MultipartCopy(ctx, c, src, dst, opt)
+	}
 	ctx, cancel := bounded(ctx, completeTimeout)
 	defer cancel()
 	source := CopySource(c.bucket, src)
-	out, err := c.api.CopyObject(ctx, &s3.CopyObjectInput{Bucket: &c.bucket, Key: &dst, CopySource: &source})
+	in := &s3.CopyObjectInput{Bucket: &c.bucket, Key: &dst, CopySource: &source}
+	if opt.SrcETag != "" {
+		in.CopySourceIfMatch = &opt.SrcETag
+	}
+	if opt.Meta != nil {
+		in.Metadata = opt.Meta
+		in.MetadataDirective = types.MetadataDirectiveReplace
+	}
+	out, err := c.api.CopyObject(ctx, in)
 	if err != nil {
 		return "", c.fail("CopyObject", dst, err)
 	}

@@ -23,10 +23,12 @@ type object struct {
 	data  []byte
 	etag  string
 	mtime time.Time
+	meta  map[string]string
 }
 
 type upload struct {
 	key   string
+	meta  map[string]string
 	parts map[int32][]byte
 }
 
@@ -77,6 +79,23 @@ func (c *Client) PutDirect(key string, data []byte) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.objects[key] = object{data: append([]byte(nil), data...), etag: etagOf(data), mtime: time.Now()}
+}
+
+// SetMeta replaces an object's user metadata, as another client would.
+func (c *Client) SetMeta(key string, meta map[string]string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if o, ok := c.objects[key]; ok {
+		o.meta = meta
+		c.objects[key] = o
+	}
+}
+
+// Meta returns an object's user metadata.
+func (c *Client) Meta(key string) map[string]string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.objects[key].meta
 }
 
 // Object returns an object's bytes.
@@ -155,7 +174,8 @@ func (c *Client) Head(ctx context.Context, key string) (s3backend.ObjectInfo, er
 	if !ok {
 		return s3backend.ObjectInfo{}, c.notFound("HeadObject", key)
 	}
-	return s3backend.ObjectInfo{Key: key, Size: int64(len(o.data)), ETag: o.etag, LastModified: o.mtime}, nil
+	return s3backend.ObjectInfo{Key: key, Size: int64(len(o.data)), ETag: o.etag, LastModified: o.mtime,
+		Meta: o.meta}, nil
 }
 
 // List implements s3backend.Client. The token is the last key returned.
@@ -249,12 +269,28 @@ func (c *Client) Put(ctx context.Context, key string, body []byte, opt s3backend
 	if err := c.begin("PutObject", key); err != nil {
 		return "", err
 	}
-	c.PutDirect(key, body)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if err := c.checkLocked("PutObject", key, opt); err != nil {
+		return "", err
+	}
+	c.objects[key] = object{data: append([]byte(nil), body...), etag: etagOf(body), mtime: time.Now(), meta: opt.Meta}
 	return etagOf(body), nil
 }
 
+// checkLocked applies If-Match / If-None-Match as S3 does (412
+// PreconditionFailed).
+func (c *Client) checkLocked(op, key string, opt s3backend.PutOptions) error {
+	o, exists := c.objects[key]
+	if opt.IfNoneMatch == "*" && exists || opt.IfMatch != "" && (!exists || o.etag != opt.IfMatch) {
+		return &s3backend.Error{Op: op, Bucket: c.bucket, Key: key, Status: 412, Code: "PreconditionFailed",
+			Kind: s3backend.ErrPrecondition}
+	}
+	return nil
+}
+
 // CreateMultipart implements s3backend.Client.
-func (c *Client) CreateMultipart(ctx context.Context, key string) (string, error) {
+func (c *Client) CreateMultipart(ctx context.Context, key string, meta map[string]string) (string, error) {
 	if err := c.begin("CreateMultipartUpload", key); err != nil {
 		return "", err
 	}
@@ -262,7 +298,7 @@ func (c *Client) CreateMultipart(ctx context.Context, key string) (string, error
 	defer c.mu.Unlock()
 	c.nextID++
 	id := fmt.Sprintf("upload-%d", c.nextID)
-	c.uploads[id] = &upload{key: key, parts: map[int32][]byte{}}
+	c.uploads[id] = &upload{key: key, meta: meta, parts: map[int32][]byte{}}
 	return id, nil
 }
 
@@ -281,6 +317,34 @@ func (c *Client) UploadPart(ctx context.Context, key, uploadID string, num int32
 	return etagOf(body), nil
 }
 
+// UploadPartCopy implements s3backend.Client.
+func (c *Client) UploadPartCopy(ctx context.Context, key, uploadID string, num int32, src, srcETag string, off, n int64) (string, error) {
+	if err := c.begin("UploadPartCopy", key); err != nil {
+		return "", err
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	u, ok := c.uploads[uploadID]
+	if !ok {
+		return "", &s3backend.Error{Op: "UploadPartCopy", Key: key, Code: "NoSuchUpload", Kind: s3backend.ErrNotFound}
+	}
+	o, ok := c.objects[src]
+	if !ok {
+		return "", c.notFound("UploadPartCopy", src)
+	}
+	if srcETag != "" && o.etag != srcETag {
+		return "", &s3backend.Error{Op: "UploadPartCopy", Key: src, Status: 412, Code: "PreconditionFailed",
+			Kind: s3backend.ErrPrecondition}
+	}
+	if off < 0 || n <= 0 || off+n > int64(len(o.data)) {
+		return "", &s3backend.Error{Op: "UploadPartCopy", Key: src, Status: 400, Code: "InvalidRange",
+			Kind: s3backend.ErrInvalid}
+	}
+	b := append([]byte(nil), o.data[off:off+n]...)
+	u.parts[num] = b
+	return etagOf(b), nil
+}
+
 // CompleteMultipart implements s3backend.Client. Parts but the last must
 // be at least 5 MiB, as on S3.
 func (c *Client) CompleteMultipart(ctx context.Context, key, uploadID string, parts []s3backend.Part, opt s3backend.PutOptions) (string, error) {
@@ -292,6 +356,9 @@ func (c *Client) CompleteMultipart(ctx context.Context, key, uploadID string, pa
 	u, ok := c.uploads[uploadID]
 	if !ok {
 		return "", &s3backend.Error{Op: "CompleteMultipartUpload", Key: key, Code: "NoSuchUpload", Kind: s3backend.ErrNotFound}
+	}
+	if err := c.checkLocked("CompleteMultipartUpload", key, opt); err != nil {
+		return "", err
 	}
 	var data []byte
 	for i, p := range parts {
@@ -305,8 +372,10 @@ func (c *Client) CompleteMultipart(ctx context.Context, key, uploadID string, pa
 		data = append(data, b...)
 	}
 	delete(c.uploads, uploadID)
-	c.objects[key] = object{data: data, etag: etagOf(data), mtime: time.Now()}
-	return etagOf(data), nil
+	// A multipart ETag: the MD5 of the data, then "-" and the part count.
+	etag := strings.TrimSuffix(etagOf(data), `"`) + fmt.Sprintf(`-%d"`, len(parts))
+	c.objects[key] = object{data: data, etag: etag, mtime: time.Now(), meta: u.meta}
+	return etag, nil
 }
 
 // AbortMultipart implements s3backend.Client.
@@ -321,7 +390,10 @@ func (c *Client) AbortMultipart(ctx context.Context, key, uploadID string) error
 }
 
 // Copy implements s3backend.Client.
-func (c *Client) Copy(ctx context.Context, src, dst string) (string, error) {
+func (c *Client) Copy(ctx context.Context, src, dst string, opt s3backend.CopyOptions) (string, error) {
+	if opt.Size > s3backend.MaxCopySize {
+		return s3backend.MultipartCopy(ctx, c, src, dst, opt)
+	}
 	if err := c.begin("CopyObject", dst); err != nil {
 		return "", err
 	}
@@ -331,7 +403,15 @@ func (c *Client) Copy(ctx context.Context, src, dst string) (string, error) {
 	if !ok {
 		return "", c.notFound("CopyObject", src)
 	}
-	c.objects[dst] = object{data: o.data, etag: o.etag, mtime: time.Now()}
+	if opt.SrcETag != "" && o.etag != opt.SrcETag {
+		return "", &s3backend.Error{Op: "CopyObject", Key: src, Status: 412, Code: "PreconditionFailed",
+			Kind: s3backend.ErrPrecondition}
+	}
+	meta := o.meta
+	if opt.Meta != nil {
+		meta = opt.Meta
+	}
+	c.objects[dst] = object{data: o.data, etag: o.etag, mtime: time.Now(), meta: meta}
 	return o.etag, nil
 }
 

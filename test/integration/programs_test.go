@@ -1,0 +1,326 @@
+//go:build integration
+
+package integration
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/s3mount/s3mount/test/harness"
+)
+
+// need fails the test when a program it runs is missing: `make deps`
+// installs them, and a test that skips would pass with the feature broken.
+func need(t *testing.T, progs ...string) {
+	t.Helper()
+	for _, p := range progs {
+		if _, err := exec.LookPath(p); err != nil {
+			t.Fatalf("%s is not installed (make deps installs it): %v", p, err)
+		}
+	}
+}
+
+// TestProgramVimSave edits a file with vim in ex mode: a swap file written
+// in blocks at any offset, the original renamed to a backup, the new file
+// written, the backup deleted.
+func TestProgramVimSave(t *testing.T) {
+	need(t, "vim")
+	e := newEnv(t)
+	e.put("notes.txt", []byte("alpha\nbeta\ngamma\n"))
+	mnt := e.mount()
+	p := filepath.Join(mnt, "notes.txt")
+	sh(t, time.Minute, "vim", "-Es", "-u", "NONE", "-i", "NONE", "-N",
+		"-c", "set swapfile directory=. writebackup nobackup backupcopy=no backupdir=.",
+		"-c", "%s/beta/BETA/", "-c", "$put ='delta'", "-c", "wq", p)
+	want := "alpha\nBETA\ngamma\ndelta\n"
+	if got := string(e.get("notes.txt")); got != want {
+		t.Errorf("after vim's save the object holds %q, want %q", got, want)
+	}
+	if got, err := os.ReadFile(p); err != nil || string(got) != want {
+		t.Errorf("read through the mount after the save: %q, %v", got, err)
+	}
+	if keys := e.keys(""); len(keys) != 1 || keys[0] != "notes.txt" {
+		// writebackup: the original became notes.txt~ during the write,
+		// deleted after it; the swap file .notes.txt.swp is gone too.
+		t.Errorf("keys after the save: %q, want only notes.txt", keys)
+	}
+}
+
+// TestProgramGitCloneFsck clones a local repository into the mount through
+// the pack protocol (index-pack writes a pack, rewrites its header and reads
+// it back), checks it with git fsck, then commits inside the mount (index
+// lock file + rename) and checks again from a fresh mount.
+func TestProgramGitCloneFsck(t *testing.T) {
+	need(t, "git")
+	e := newEnv(t)
+	src := t.TempDir()
+	git := func(dir string, args ...string) string {
+		t.Helper()
+		return sh(t, 5*time.Minute, "git", append([]string{"-C", dir, "-c", "user.name=t", "-c", "user.email=t@example.com",
+			"-c", "init.defaultBranch=main", "-c", "safe.directory=*"}, args...)...)
+	}
+	git(src, "init", "-q")
+	for i := range 30 {
+		body := bytes.Repeat([]byte(fmt.Sprintf("file %d line\n", i)), 200*(i+1))
+		if i == 29 {
+			body = harness.RandomBytes(12 << 20) // a pack past one part
+		}
+		if err := os.WriteFile(filepath.Join(src, fmt.Sprintf("f%02d.txt", i)), body, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		git(src, "add", ".")
+		git(src, "commit", "-q", "-m", fmt.Sprintf("commit %d", i))
+	}
+	mnt := e.mount("--part-size", "5M")
+	dst := filepath.Join(mnt, "repo")
+	sh(t, 10*time.Minute, "git", "-c", "safe.directory=*", "clone", "-q", "--no-local", src, dst)
+	git(dst, "fsck", "--full", "--strict")
+	if err := os.WriteFile(filepath.Join(dst, "new.txt"), []byte("made in the mount\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	git(dst, "add", "new.txt")
+	git(dst, "commit", "-q", "-m", "in the mount")
+	git(dst, "gc", "-q") // repacks: packs and indexes rewritten, old ones deleted
+	fresh := e.mount()
+	git(filepath.Join(fresh, "repo"), "fsck", "--full", "--strict")
+	if n := strings.TrimSpace(git(filepath.Join(fresh, "repo"), "rev-list", "--count", "HEAD")); n != "31" {
+		t.Errorf("commits seen from a fresh mount: %s, want 31", n)
+	}
+	if st := git(filepath.Join(fresh, "repo"), "status", "--porcelain"); st != "" {
+		t.Errorf("git status in a fresh mount is not clean:\n%s", st)
+	}
+}
+
+// TestProgramSqlite creates a database, inserts 10,000 rows in
+// transactions (journal files, page writes at any offset, fsync), and reads
+// them back, also from a fresh mount.
+func TestProgramSqlite(t *testing.T) {
+	need(t, "sqlite3")
+	e := newEnv(t)
+	mnt := e.mount()
+	db := filepath.Join(mnt, "data", "app.db")
+	if err := os.Mkdir(filepath.Join(mnt, "data"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	sh(t, 5*time.Minute, "sqlite3", db, `create table t(id integer primary key, name text, v real);`)
+	for batch := range 10 {
+		sql := fmt.Sprintf(`begin; with recursive n(i) as (select 1 union all select i+1 from n where i < 1000)
+			insert into t(id, name, v) select %d*1000+i, 'row '||(%d*1000+i), (%d*1000+i)*0.5 from n; commit;`,
+			batch, batch, batch)
+		sh(t, 5*time.Minute, "sqlite3", db, sql)
+	}
+	const query = `select count(*), sum(id), max(name) from t where v > 0;`
+	want := "10000|50005000|row 9999\n"
+	if got := sh(t, time.Minute, "sqlite3", db, query); got != want {
+		t.Errorf("query through the mount: %q, want %q", got, want)
+	}
+	if got := sh(t, time.Minute, "sqlite3", db, "pragma integrity_check;"); got != "ok\n" {
+		t.Errorf("integrity_check: %q", got)
+	}
+	fresh := e.mount()
+	if got := sh(t, time.Minute, "sqlite3", filepath.Join(fresh, "data", "app.db"), query); got != want {
+		t.Errorf("query from a fresh mount: %q, want %q", got, want)
+	}
+	if keys := e.keys("data/"); len(keys) != 2 || keys[0] != "data/" || keys[1] != "data/app.db" {
+		t.Errorf("keys under data/: %q, want the directory marker and the database (no journal left)", keys)
+	}
+}
+
+// TestShellAppendTruncateSparse: >> appends to an object, truncate -s down
+// and up on a closed file, and cp --sparse=always of a sparse file.
+func TestShellAppendTruncateSparse(t *testing.T) {
+	e := newEnv(t)
+	mnt := e.mount()
+	p := filepath.Join(mnt, "log.txt")
+	for i := range 3 {
+		sh(t, time.Minute, "sh", "-c", fmt.Sprintf("echo line %d >> %s", i, p))
+	}
+	if got := string(e.get("log.txt")); got != "line 0\nline 1\nline 2\n" {
+		t.Errorf("after three >>: %q", got)
+	}
+	sh(t, time.Minute, "truncate", "-s", "4", p)
+	if got := string(e.get("log.txt")); got != "line" {
+		t.Errorf("after truncate -s 4: %q", got)
+	}
+	sh(t, time.Minute, "truncate", "-s", "1M", p)
+	got := e.get("log.txt")
+	if len(got) != mib || string(got[:4]) != "line" || bytes.Count(got[4:], []byte{0}) != mib-4 {
+		t.Errorf("after truncate -s 1M: %d bytes starting %q, want 1 MiB of zeros after \"line\"", len(got), got[:min(8, len(got))])
+	}
+	if fi, err := os.Stat(p); err != nil || fi.Size() != mib {
+		t.Errorf("stat after truncate -s 1M: %v, %v", fi, err)
+	}
+
+	local := filepath.Join(t.TempDir(), "sparse")
+	sh(t, time.Minute, "truncate", "-s", "20M", local)
+	f, err := os.OpenFile(local, os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, off := range []int64{0, 7*mib + 3, 20*mib - 5} {
+		if _, err := f.WriteAt([]byte("data!"), off); err != nil {
+			t.Fatal(err)
+		}
+	}
+	f.Close()
+	sh(t, 5*time.Minute, "cp", "--sparse=always", local, filepath.Join(mnt, "sparse"))
+	want, _, err := harness.FileSHA256(local)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := harness.SHA256Hex(e.get("sparse")); got != want {
+		t.Errorf("sparse copy: sha256 %s, want %s", got, want)
+	}
+}
+
+// TestWriteFsyncIsDurable: once fsync returns, the bytes are in S3, before
+// close.
+func TestWriteFsyncIsDurable(t *testing.T) {
+	e := newEnv(t)
+	mnt := e.mount()
+	f, err := os.Create(filepath.Join(mnt, "durable"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if _, err := f.WriteString("first"); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Sync(); err != nil {
+		t.Fatal(err)
+	}
+	if got := string(e.get("durable")); got != "first" {
+		t.Errorf("after fsync: %q", got)
+	}
+	if _, err := f.WriteAt([]byte("FI"), 0); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Sync(); err != nil {
+		t.Fatal(err)
+	}
+	if got := string(e.get("durable")); got != "FIrst" {
+		t.Errorf("after an in-place write and fsync: %q", got)
+	}
+}
+
+// TestWriteConflictKeepsBytes: the object changes in S3 between open and
+// close; close fails with ESTALE, the other client's object stays, and the
+// bytes written are kept under --cache-dir/recovery with a sidecar.
+func TestWriteConflictKeepsBytes(t *testing.T) {
+	e := newEnv(t)
+	e.put("shared.txt", []byte("v1"))
+	cacheDir := t.TempDir()
+	mnt := e.mount("--cache-dir", cacheDir)
+	f, err := os.OpenFile(filepath.Join(mnt, "shared.txt"), os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.WriteAt([]byte("mine"), 0); err != nil {
+		t.Fatal(err)
+	}
+	e.put("shared.txt", []byte("theirs"))
+	err = f.Close()
+	if !errors.Is(err, syscall.ESTALE) {
+		t.Errorf("close after another client changed the object: %v, want ESTALE", err)
+	}
+	if got := string(e.get("shared.txt")); got != "theirs" {
+		t.Errorf("the other client's object was clobbered: %q", got)
+	}
+	var kept []string
+	for range 100 {
+		kept, _ = filepath.Glob(filepath.Join(cacheDir, "recovery", "*shared.txt"))
+		if len(kept) > 0 {
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if len(kept) != 1 {
+		t.Fatalf("recovery files: %v, want one", kept)
+	}
+	if b, err := os.ReadFile(kept[0]); err != nil || string(b) != "mine" {
+		t.Errorf("kept bytes: %q, %v; want \"mine\" (what was written over v1's first bytes)", b, err)
+	}
+	if b, err := os.ReadFile(kept[0] + ".json"); err != nil || !bytes.Contains(b, []byte(`"key": "shared.txt"`)) {
+		t.Errorf("sidecar: %s, %v", b, err)
+	}
+}
+
+// TestWriteStagingLimit: a write in place past --staging-limit fails with
+// ENOSPC; what was written before it is committed at close.
+func TestWriteStagingLimit(t *testing.T) {
+	e := newEnv(t)
+	orig := harness.RandomBytes(4 * mib)
+	e.put("big", orig)
+	mnt := e.mount("--staging-limit", "1M")
+	_, stderr, err := shErr(time.Minute, "dd", "if=/dev/zero", "of="+filepath.Join(mnt, "big"), "bs=1M", "count=2",
+		"seek=1", "conv=notrunc")
+	if err == nil || !strings.Contains(stderr, "No space left on device") {
+		t.Errorf("dd past --staging-limit: %v, %s; want No space left on device", err, stderr)
+	}
+	want := append([]byte(nil), orig...)
+	clear(want[mib : 2*mib]) // dd's first 1 MiB block fit; its second did not
+	if got := e.get("big"); !bytes.Equal(got, want) {
+		t.Errorf("the object differs from the original with its second MiB zeroed (at %d)", firstDiff(got, want))
+	}
+}
+
+// TestWriteLargeFileGrowsParts writes 6 GiB with 5 MiB parts: past 500
+// parts the part size doubles, so the upload needs 863 parts, not 1,229.
+func TestWriteLargeFileGrowsParts(t *testing.T) {
+	e := newEnv(t)
+	mnt := e.mount("--part-size", "5M")
+	const size = 6 << 30
+	f, err := os.Create(filepath.Join(mnt, "six"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := sha256.New()
+	chunk := harness.RandomBytes(mib)
+	start := time.Now()
+	for i := 0; i < size/mib; i++ {
+		chunk[0], chunk[1], chunk[2] = byte(i), byte(i>>8), byte(i>>16) // every MiB differs
+		if _, err := f.Write(chunk); err != nil {
+			t.Fatalf("write at %d: %v", i*mib, err)
+		}
+		h.Write(chunk)
+	}
+	if err := f.Close(); err != nil {
+		t.Fatalf("close: %v", err)
+	}
+	t.Logf("wrote 6 GiB in %v", time.Since(start).Round(time.Second))
+	n, etag, err := e.c.HeadETag(e.ctx, e.bucket, "six")
+	if err != nil || n != size {
+		t.Fatalf("HeadObject: %d bytes, %v", n, err)
+	}
+	parts, _ := strconv.Atoi(strings.TrimSuffix(etag[strings.LastIndexByte(etag, '-')+1:], `"`))
+	if parts != 863 {
+		t.Errorf("ETag %s: %d parts, want 863 (500 of 5 MiB, then 10 MiB)", etag, parts)
+	}
+	sum := sha256.New()
+	if _, err := e.c.GetObjectTo(e.ctx, e.bucket, "six", sum); err != nil {
+		t.Fatal(err)
+	}
+	if hex.EncodeToString(sum.Sum(nil)) != hex.EncodeToString(h.Sum(nil)) {
+		t.Error("the 6 GiB object differs from what was written")
+	}
+}
+
+func firstDiff(a, b []byte) int {
+	for i := range min(len(a), len(b)) {
+		if a[i] != b[i] {
+			return i
+		}
+	}
+	return min(len(a), len(b))
+}
