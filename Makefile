@@ -6,7 +6,12 @@
 #   make demo       local S3 server seeded with files, bucket "demo" mounted at ./mnt
 #   make demo-stop  unmount ./mnt and stop the demo server
 #   make fmt        gofmt the module
-#   make install    bin/s3mount to $(PREFIX)/bin, mount.s3mount link, systemd unit template, fstab example
+#   make install    bin/s3mount to $(PREFIX)/bin, mount.s3mount link, systemd unit template, fstab example,
+#                   man page, bash/zsh/fish completion
+#   make man        bin/s3mount.1 (and .gz), generated from the CLI
+#   make completions  bin/completions/{s3mount.bash,_s3mount,s3mount.fish}
+#   make deb        bin/s3mount_$(VERSION)_$(ARCH).deb with nfpm (/usr/bin/s3mount, depends on fuse3)
+#   make deb-check  build the .deb and check its contents with dpkg-deb -c (part of make test)
 #   make bench      issue 4's benchmark: s3mount vs raw SDK, page cache, s3fs and rclone (installs the
 #                   peers with apt-get when missing); BENCH_FLAGS=-quick for a smoke run, see test/bench/README.md
 
@@ -16,6 +21,11 @@ TOOLS_BIN ?= $(HOME)/.cache/s3mount-tools/bin
 VERSITYGW_VERSION ?= v1.8.0
 VERSITYGW ?= $(TOOLS_BIN)/versitygw
 export VERSITYGW
+NFPM_VERSION ?= v2.45.2
+NFPM ?= $(TOOLS_BIN)/nfpm
+VERSION ?= 0.1.0
+DEB_ARCH ?= $(shell $(GO) env GOARCH)
+DEB := bin/s3mount_$(VERSION)_$(DEB_ARCH).deb
 
 DEMO_DIR := $(CURDIR)/.demo
 DEMO_MNT := $(CURDIR)/mnt
@@ -23,14 +33,15 @@ DEMO_MNT := $(CURDIR)/mnt
 BENCH_FLAGS ?=
 BENCH_PEERS ?= s3fs rclone
 
-.PHONY: all build deps fuse versitygw vet unit integration test demo demo-stop fmt bench bench-peers install uninstall
+.PHONY: all build deps fuse versitygw nfpm vet unit integration test demo demo-stop fmt bench bench-peers install uninstall \
+	man completions deb deb-check
 
 all: build
 
 build:
 	$(GO) build -o bin/s3mount .
 
-deps: fuse versitygw
+deps: fuse versitygw nfpm
 	$(GO) mod download
 
 fuse:
@@ -50,6 +61,34 @@ $(VERSITYGW):
 		$(GO) install github.com/versity/versitygw/cmd/versitygw@$(VERSITYGW_VERSION); \
 		rc=$$?; rm -rf "$$tmp"; exit $$rc
 
+nfpm: $(NFPM)
+
+# The .deb packager, also kept out of go.mod.
+$(NFPM):
+	@mkdir -p $(dir $(NFPM))
+	@echo "building nfpm $(NFPM_VERSION) into $(dir $(NFPM))"
+	tmp=$$(mktemp -d) && cd "$$tmp" && \
+		GOFLAGS=-buildvcs=false GOBIN=$(abspath $(dir $(NFPM))) \
+		$(GO) install github.com/goreleaser/nfpm/v2/cmd/nfpm@$(NFPM_VERSION); \
+		rc=$$?; rm -rf "$$tmp"; exit $$rc
+
+man: build
+	bin/s3mount man > bin/s3mount.1
+	gzip -9nfk bin/s3mount.1
+
+completions: build
+	@mkdir -p bin/completions
+	bin/s3mount completion bash > bin/completions/s3mount.bash
+	bin/s3mount completion zsh > bin/completions/_s3mount
+	bin/s3mount completion fish > bin/completions/s3mount.fish
+
+deb: build man completions nfpm
+	rm -f $(DEB)
+	VERSION=$(VERSION) ARCH=$(DEB_ARCH) $(NFPM) package --config packaging/nfpm.yaml --packager deb --target $(DEB)
+
+deb-check: deb
+	packaging/check-deb.sh $(DEB)
+
 vet:
 	$(GO) vet ./...
 	$(GO) vet -tags integration ./test/...
@@ -63,6 +102,7 @@ integration:
 test: deps
 	$(MAKE) vet
 	$(MAKE) unit
+	$(MAKE) deb-check
 	$(MAKE) integration
 
 fmt:
@@ -74,16 +114,24 @@ UNITDIR ?= /etc/systemd/system
 
 # mount(8) runs /sbin/mount.TYPE: mount.s3mount serves `mount -t s3mount`; fuse3's mount.fuse3 finds
 # s3mount on the PATH for `mount -t fuse.s3mount` and fstab lines of that type.
-install: build
+install: build man completions
 	install -D -m 0755 bin/s3mount $(DESTDIR)$(PREFIX)/bin/s3mount
 	install -d $(DESTDIR)$(SBINDIR)
 	ln -sf $(PREFIX)/bin/s3mount $(DESTDIR)$(SBINDIR)/mount.s3mount
 	install -D -m 0644 packaging/s3mount@.service $(DESTDIR)$(UNITDIR)/s3mount@.service
 	install -D -m 0644 packaging/fstab.example $(DESTDIR)$(PREFIX)/share/doc/s3mount/fstab.example
+	install -D -m 0644 bin/s3mount.1 $(DESTDIR)$(PREFIX)/share/man/man1/s3mount.1
+	install -D -m 0644 bin/completions/s3mount.bash $(DESTDIR)$(PREFIX)/share/bash-completion/completions/s3mount
+	install -D -m 0644 bin/completions/_s3mount $(DESTDIR)$(PREFIX)/share/zsh/vendor-completions/_s3mount
+	install -D -m 0644 bin/completions/s3mount.fish $(DESTDIR)$(PREFIX)/share/fish/vendor_completions.d/s3mount.fish
 
 uninstall:
 	rm -f $(DESTDIR)$(PREFIX)/bin/s3mount $(DESTDIR)$(SBINDIR)/mount.s3mount \
-		$(DESTDIR)$(UNITDIR)/s3mount@.service $(DESTDIR)$(PREFIX)/share/doc/s3mount/fstab.example
+		$(DESTDIR)$(UNITDIR)/s3mount@.service $(DESTDIR)$(PREFIX)/share/doc/s3mount/fstab.example \
+		$(DESTDIR)$(PREFIX)/share/man/man1/s3mount.1 \
+		$(DESTDIR)$(PREFIX)/share/bash-completion/completions/s3mount \
+		$(DESTDIR)$(PREFIX)/share/zsh/vendor-completions/_s3mount \
+		$(DESTDIR)$(PREFIX)/share/fish/vendor_completions.d/s3mount.fish
 
 demo: build fuse versitygw
 	@$(MAKE) --no-print-directory demo-stop

@@ -16,12 +16,10 @@ import (
 	"io"
 	"log/slog"
 	"os"
-	"os/signal"
 	"path/filepath"
 	"regexp"
 	"runtime/debug"
 	"strings"
-	"syscall"
 	"text/tabwriter"
 	"time"
 
@@ -30,20 +28,13 @@ import (
 
 	"github.com/s3mount/s3mount/cache"
 	"github.com/s3mount/s3mount/fs"
+	"github.com/s3mount/s3mount/metrics"
 	"github.com/s3mount/s3mount/mountopts"
 	"github.com/s3mount/s3mount/s3backend"
 )
 
 func main() {
-	app := &cli.App{
-		Name:                 "s3mount",
-		Usage:                "mount an S3 bucket, or a path in it, as a local directory",
-		EnableBashCompletion: true,
-		Commands:             []*cli.Command{mountCommand(), unmountCommand(), checkCommand(), connectionCommand()},
-	}
-	for _, c := range app.Commands {
-		c.OnUsageError = usageError
-	}
+	app := newApp()
 	args, err := helperArgs(os.Args, app)
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "s3mount: %s\n", oneLine(err))
@@ -53,6 +44,35 @@ func main() {
 		fmt.Fprintf(os.Stderr, "s3mount: %s\n", oneLine(err))
 		os.Exit(1)
 	}
+}
+
+// appDescription is the DESCRIPTION of s3mount(1) and of --help.
+const appDescription = `s3mount mount forks a daemon and returns once the mount answers (--foreground stays attached).
+As a mount helper, mount -t fuse.s3mount SOURCE DIR -o OPTIONS and fstab lines of type fuse.s3mount
+run s3mount SOURCE DIR -o OPTIONS: every mount option has an -o form named like its flag with
+underscores (--endpoint-url URL is endpoint_url=URL).
+
+SIGTERM or SIGINT detaches the mount, serves the files still open until they are closed (each upload
+commits when its file closes), then exits 0; a second signal exits at once, abandoning unfinished uploads.
+
+Logs go to --log-file, else stderr in the foreground, else journald (or syslog) for a daemon;
+--log-format json, --debug traces every FUSE operation. --metrics-addr 127.0.0.1:PORT serves
+Prometheus metrics at /metrics. See README.md for connections, systemd, fstab and troubleshooting.`
+
+// newApp is the command line: its commands and their flags.
+func newApp() *cli.App {
+	app := &cli.App{
+		Name:                 "s3mount",
+		Usage:                "mount an S3 bucket, or a path in it, as a local directory",
+		Description:          appDescription,
+		EnableBashCompletion: true,
+		Commands: []*cli.Command{mountCommand(), unmountCommand(), checkCommand(), connectionCommand(),
+			completionCommand(), manCommand()},
+	}
+	for _, c := range app.Commands {
+		c.OnUsageError = usageError
+	}
+	return app
 }
 
 // helperArgs rewrites a mount helper call into `s3mount mount`: mount(8)
@@ -156,8 +176,10 @@ func mountCommand() *cli.Command {
 			&cli.BoolFlag{Name: "read-only", Usage: "refuse every change with EROFS"},
 			&cli.BoolFlag{Name: "foreground", Aliases: []string{"f"}, Usage: "stay attached instead of forking a daemon"},
 			&cli.StringFlag{Name: "log-level", Value: d.LogLevel, Usage: "debug, info, warn or error"},
-			&cli.StringFlag{Name: "log-file", Usage: "where the daemon logs (default: discarded once detached)"},
-			&cli.BoolFlag{Name: "debug-fuse", Usage: "log every FUSE request (very verbose)"},
+			&cli.StringFlag{Name: "log-format", Value: d.LogFormat, Usage: "text (key=value) or json"},
+			&cli.StringFlag{Name: "log-file", Usage: "log to this file (default: stderr in the foreground; as a daemon journald, else syslog)"},
+			&cli.BoolFlag{Name: "debug", Aliases: []string{"debug-fuse"}, Usage: "log at debug level and trace every FUSE operation (op, path, errno, duration)"},
+			&cli.StringFlag{Name: "metrics-addr", Usage: "serve Prometheus metrics at http://HOST:PORT/metrics (\":PORT\" is 127.0.0.1:PORT; bind the loopback)"},
 			&cli.StringSliceFlag{Name: "mount-option", Usage: "generic mount option for the kernel (nosuid, noatime, ...; repeatable)"},
 		),
 		Action: func(c *cli.Context) error {
@@ -172,7 +194,7 @@ func mountCommand() *cli.Command {
 			if !opts.Foreground && !isDaemonChild() {
 				return spawnDaemon(opts, mountpoint)
 			}
-			err = serve(opts, c.Args().Get(0), mountpoint, c.Bool("debug-fuse"))
+			err = serve(opts, c.Args().Get(0), mountpoint)
 			if err != nil && opts.SourceNote != "" {
 				err = fmt.Errorf("%w (%s)", err, opts.SourceNote)
 			}
@@ -252,6 +274,9 @@ func optionsFrom(c *cli.Context) (mountopts.Options, error) {
 	str("sts-endpoint-url", &o.STSEndpointURL)
 	str("log-level", &o.LogLevel)
 	str("log-file", &o.LogFile)
+	str("log-format", &o.LogFormat)
+	str("metrics-addr", &o.MetricsAddr)
+	o.Debug = c.Bool("debug")
 	if c.IsSet("mount-option") {
 		o.KernelOptions = c.StringSlice("mount-option")
 	}
@@ -318,30 +343,29 @@ func optionsFrom(c *cli.Context) (mountopts.Options, error) {
 	return o, o.Validate()
 }
 
-// newLogger makes the slog logger the options ask for.
-func newLogger(o mountopts.Options) (*slog.Logger, error) {
-	var w io.Writer = os.Stderr
-	if o.LogFile != "" {
-		f, err := os.OpenFile(o.LogFile, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
-		if err != nil {
-			return nil, fmt.Errorf("option --log-file: %w", err)
-		}
-		w = f
-	}
-	var lvl slog.Level
-	_ = lvl.UnmarshalText([]byte(o.LogLevel))
-	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: lvl})), nil
-}
-
 // serve mounts and serves until the mount is unmounted or a signal arrives.
 // In a daemon child, readiness is reported by the caller from its result;
 // serve calls onMounted when the mount answers.
-func serve(o mountopts.Options, source, mountpoint string, debugFuse bool) error {
-	log, err := newLogger(o)
+func serve(o mountopts.Options, source, mountpoint string) error {
+	log, logDest, logCloser, err := newLogger(o, isDaemonChild())
 	if err != nil {
 		return err
 	}
+	defer logCloser.Close()
 	slog.SetDefault(log)
+	m := metrics.New()
+	if o.MetricsAddr != "" {
+		addr, err := mountopts.MetricsAddr(o.MetricsAddr)
+		if err != nil {
+			return fmt.Errorf("option --metrics-addr: %w", err)
+		}
+		srv, err := m.Serve(addr, log)
+		if err != nil {
+			return err
+		}
+		defer srv.Close()
+		log.Info("serving metrics", "url", "http://"+srv.Addr+"/metrics")
+	}
 	if os.Getenv("GOMEMLIMIT") == "" {
 		// The block cache lives outside the Go heap (cache.Buf); a soft
 		// limit on the heap near what it should hold (one writer's parts
@@ -364,6 +388,7 @@ func serve(o mountopts.Options, source, mountpoint string, debugFuse bool) error
 		return err
 	}
 	defer blocks.Close()
+	m.WatchCache(blocks)
 	bucketCfg := fs.Config{Blocks: blocks, Prefix: o.Prefix, BlockSize: o.BlockSize,
 		DownloadThreads: o.DownloadThreads, PartSize: o.PartSize, UploadConcurrency: o.UploadConcurrency,
 		UID: o.UID, GID: o.GID, FileMode: uint32(o.FileMode), DirMode: uint32(o.DirMode), ReadOnly: o.ReadOnly,
@@ -379,7 +404,7 @@ func serve(o mountopts.Options, source, mountpoint string, debugFuse bool) error
 			region, how = session.DetectRegion(pctx, o.Bucket, o.Prefix)
 			log.Info("bucket region", "bucket", o.Bucket, "region", region, "from", how)
 		}
-		client := session.ForBucket(o.Bucket, region)
+		client := m.Client(session.ForBucket(o.Bucket, region))
 		if err := s3backend.Probe(pctx, client, o.Prefix, o.EndpointURL); err != nil {
 			return err
 		}
@@ -389,15 +414,17 @@ func serve(o mountopts.Options, source, mountpoint string, debugFuse bool) error
 		if err := s3backend.ProbeBuckets(pctx, session, o.EndpointURL); err != nil {
 			return err
 		}
-		root = fs.NewBuckets(fs.BucketsConfig{Buckets: session, Bucket: bucketCfg, NewMeta: newMeta, TTL: o.MetadataTTL})
+		root = fs.NewBuckets(fs.BucketsConfig{Buckets: m.Buckets(session), Bucket: bucketCfg, NewMeta: newMeta, TTL: o.MetadataTTL})
 	}
 	cancel()
 	fsName := source
 	if o.Connection != "" {
 		fsName = o.Connection
 	}
+	ops := &fs.Ops{Observe: m.ObserveFuse, Trace: o.Debug}
+	m.WatchOps(ops)
 	server, err := fs.Mount(mountpoint, root, fs.MountConfig{FsName: fsName, AllowOther: o.AllowOther,
-		TTL: o.MetadataTTL, Debug: debugFuse, Options: o.KernelOptions})
+		TTL: o.MetadataTTL, Options: o.KernelOptions, Ops: ops})
 	if err != nil {
 		return err
 	}
@@ -406,7 +433,7 @@ func serve(o mountopts.Options, source, mountpoint string, debugFuse bool) error
 		return fmt.Errorf("the mount at %s does not answer: %w", mountpoint, err)
 	}
 	log.Info("mounted", "source", fsName, "mountpoint", mountpoint, "bucket", o.Bucket, "prefix", o.Prefix,
-		"auth", o.EffectiveAuth())
+		"auth", o.EffectiveAuth(), "log", logDest)
 	if isDaemonChild() {
 		reportReady(nil)
 	}
@@ -414,20 +441,7 @@ func serve(o mountopts.Options, source, mountpoint string, debugFuse bool) error
 	if _, err := sdnotify.SdNotify(false, sdnotify.SdNotifyReady); err != nil {
 		log.Warn("telling systemd the mount is ready failed", "err", err)
 	}
-	sigs := make(chan os.Signal, 2)
-	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
-	go func() {
-		for s := range sigs {
-			log.Info("unmounting", "signal", s.String())
-			_, _ = sdnotify.SdNotify(false, sdnotify.SdNotifyStopping)
-			if err := server.Unmount(); err != nil {
-				log.Error("unmount failed (is the mount busy?)", "mountpoint", mountpoint, "err", err)
-			}
-		}
-	}()
-	server.Wait()
-	log.Info("unmounted", "mountpoint", mountpoint)
-	return nil
+	return waitShutdown(server, mountpoint, ops, m, log)
 }
 
 // sessionFrom reads the secret (inline from the connection file, the

@@ -42,6 +42,9 @@ type Blocks struct {
 	flights map[string]*Flight // guarded by mu
 
 	hits, misses, fetches atomic.Int64
+	// evictions counts blocks the cache dropped for room; cached is the
+	// bytes of blocks in the cache (added at Set, removed on every exit).
+	evictions, cached atomic.Int64
 }
 
 // errRecycled: a finished block's bytes were reused before this reader took
@@ -121,6 +124,8 @@ type BlockStats struct {
 	Hits, Misses int64 // Acquire lookups answered from the cache, or not
 	Fetches      int64 // flights claimed, i.e. blocks requested from S3
 	ArenaSlots   int   // arena slots in use (cached, in flight or being read)
+	Evictions    int64 // blocks dropped to make room (ristretto's cost policy)
+	Bytes        int64 // bytes of the blocks the cache holds now
 }
 
 // NewBlocks makes a cache holding at most maxBytes bytes of blocks of at
@@ -147,9 +152,11 @@ func NewBlocks(maxBytes, blockSize int64) (*Blocks, error) {
 		// deletion) drops the cache's reference.
 		OnExit: func(v *Buf) {
 			if v != nil {
+				b.cached.Add(-int64(len(v.data)))
 				v.Release()
 			}
 		},
+		OnEvict: func(*ristretto.Item[*Buf]) { b.evictions.Add(1) },
 	})
 	if err != nil {
 		a.close()
@@ -214,9 +221,11 @@ func (b *Blocks) Acquire(k BlockKey) (buf *Buf, f *Flight, claimed bool) {
 func (b *Blocks) Finish(k BlockKey, f *Flight, buf *Buf, err error) {
 	s := k.String()
 	if err == nil && buf.Retain() {
+		b.cached.Add(int64(len(buf.data))) // before any OnExit can remove it
 		if b.c.Set(s, buf, int64(len(buf.data))) {
 			b.c.Wait()
 		} else {
+			b.cached.Add(-int64(len(buf.data)))
 			buf.Release() // dropped by a full set buffer: no OnExit
 		}
 	}
@@ -231,7 +240,7 @@ func (b *Blocks) Finish(k BlockKey, f *Flight, buf *Buf, err error) {
 // Stats returns the counters.
 func (b *Blocks) Stats() BlockStats {
 	return BlockStats{Hits: b.hits.Load(), Misses: b.misses.Load(), Fetches: b.fetches.Load(),
-		ArenaSlots: b.arena.inUse()}
+		ArenaSlots: b.arena.inUse(), Evictions: b.evictions.Load(), Bytes: b.cached.Load()}
 }
 
 // Wait blocks until buffered Sets are applied (for tests).

@@ -111,6 +111,9 @@ type MountConfig struct {
 	// Options are generic mount options for the kernel, passed to
 	// fusermount3 as -o (nosuid, noatime, ...; mount(8)).
 	Options []string
+	// Ops, when set, watches every FUSE operation (fs/trace.go): open
+	// handle counts, per-op metrics and the --debug trace.
+	Ops *Ops
 }
 
 // Root is what Mount serves: the root *Dir of one bucket (New) or the
@@ -170,8 +173,17 @@ func Mount(mountpoint string, root Root, mc MountConfig) (*fuse.Server, error) {
 	if rc.ReadOnly {
 		opts.MountOptions.Options = append(opts.MountOptions.Options, "ro")
 	}
-	server, err := gofs.Mount(mountpoint, root, opts)
+	// gofs.Mount, with the raw filesystem wrapped by mc.Ops.
+	var raw fuse.RawFileSystem = gofs.NewNodeFS(root, opts)
+	if mc.Ops != nil {
+		raw = mc.Ops.wrap(raw, rootLogger(rc))
+	}
+	server, err := fuse.NewServer(raw, mountpoint, &opts.MountOptions)
 	if err != nil {
+		return nil, fmt.Errorf("mounting at %s: %w", mountpoint, err)
+	}
+	go server.Serve()
+	if err := server.WaitMount(); err != nil {
 		return nil, fmt.Errorf("mounting at %s: %w", mountpoint, err)
 	}
 	if err := raiseReadahead(mountpoint, readaheadKB); err != nil {

@@ -9,6 +9,7 @@ package mountopts
 import (
 	"errors"
 	"fmt"
+	"net"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -130,9 +131,18 @@ type Options struct {
 	Foreground bool
 	// LogLevel is one of debug, info, warn, error. Default info.
 	LogLevel string
-	// LogFile receives the log in daemon mode. Empty: the log is discarded
-	// once the daemon has detached (errors before that reach stderr).
+	// LogFile receives the log, in the foreground and as a daemon. Empty:
+	// stderr in the foreground; as a daemon, journald when
+	// /run/systemd/journal/socket exists, else syslog.
 	LogFile string
+	// LogFormat is "text" (slog's key=value lines) or "json". Default text.
+	LogFormat string
+	// Debug logs at debug level and traces every FUSE operation (op, node
+	// path, errno, duration).
+	Debug bool
+	// MetricsAddr is HOST:PORT where Prometheus metrics are served at
+	// /metrics; ":PORT" means 127.0.0.1:PORT (see MetricsAddr). Empty: none.
+	MetricsAddr string
 	// SourceNote says how a SOURCE that could have been a connection name
 	// was read, for the error of a mount that fails (not an option).
 	SourceNote string
@@ -157,6 +167,7 @@ func Default() Options {
 		FileMode:          0o644,
 		DirMode:           0o755,
 		LogLevel:          "info",
+		LogFormat:         "text",
 		RoleSessionName:   "s3mount",
 	}
 }
@@ -371,6 +382,16 @@ func (o *Options) Validate() error {
 	default:
 		bad("log-level", "%q is not one of debug, info, warn, error", o.LogLevel)
 	}
+	switch o.LogFormat {
+	case "text", "json":
+	default:
+		bad("log-format", "%q is not text or json", o.LogFormat)
+	}
+	if o.MetricsAddr != "" {
+		if _, err := MetricsAddr(o.MetricsAddr); err != nil {
+			bad("metrics-addr", "%v", err)
+		}
+	}
 	if o.SecretAccessKeyFile != "" && o.AccessKeyID == "" {
 		bad("secret-access-key-file", "needs --access-key-id")
 	}
@@ -380,6 +401,24 @@ func (o *Options) Validate() error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// MetricsAddr checks a metrics address, HOST:PORT with a numeric port
+// 1..65535, and returns it with the host 127.0.0.1 when it is omitted
+// (":9100"): the metrics are bound to the loopback unless another host is
+// written out (0.0.0.0, an interface address, a name).
+func MetricsAddr(s string) (string, error) {
+	host, port, err := net.SplitHostPort(s)
+	if err != nil {
+		return "", fmt.Errorf("%q is not HOST:PORT (such as 127.0.0.1:9100)", s)
+	}
+	if n, err := strconv.Atoi(port); err != nil || n < 1 || n > 65535 {
+		return "", fmt.Errorf("%q: the port must be a number 1..65535", s)
+	}
+	if host == "" {
+		host = "127.0.0.1"
+	}
+	return net.JoinHostPort(host, port), nil
 }
 
 // ReadSecretFile returns the first line of a secret file. The file must

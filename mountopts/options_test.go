@@ -64,6 +64,9 @@ func TestValidateNamesTheOption(t *testing.T) {
 		{func(o *Options) { o.LogLevel = "loud" }, "--log-level"},
 		{func(o *Options) { o.FileMode = 0o10000 }, "--file-mode"},
 		{func(o *Options) { o.SecretAccessKeyFile = "/x" }, "--secret-access-key-file"},
+		{func(o *Options) { o.LogFormat = "xml" }, "--log-format"},
+		{func(o *Options) { o.MetricsAddr = "9100" }, "--metrics-addr"},
+		{func(o *Options) { o.MetricsAddr = "127.0.0.1:http" }, "--metrics-addr"},
 	} {
 		o := Default()
 		o.Bucket = "data"
@@ -95,5 +98,22 @@ func TestReadSecretFile(t *testing.T) {
 	got, err := ReadSecretFile(p)
 	if err != nil || got != "s3cr3t" {
 		t.Fatalf("ReadSecretFile = %q, %v", got, err)
+	}
+}
+
+func TestMetricsAddr(t *testing.T) {
+	for in, want := range map[string]string{
+		":9100": "127.0.0.1:9100", "127.0.0.1:9100": "127.0.0.1:9100", "0.0.0.0:9100": "0.0.0.0:9100",
+		"[::1]:9100": "[::1]:9100", "localhost:1": "localhost:1",
+	} {
+		got, err := MetricsAddr(in)
+		if err != nil || got != want {
+			t.Errorf("MetricsAddr(%q) = %q, %v; want %q", in, got, err, want)
+		}
+	}
+	for _, in := range []string{"", "9100", "127.0.0.1", "127.0.0.1:", "127.0.0.1:0", "127.0.0.1:70000", "::1:9100"} {
+		if got, err := MetricsAddr(in); err == nil {
+			t.Errorf("MetricsAddr(%q) = %q, want an error", in, got)
+		}
 	}
 }
