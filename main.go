@@ -389,6 +389,7 @@ func serve(o mountopts.Options, source, mountpoint string) error {
 	}
 	defer blocks.Close()
 	m.WatchCache(blocks)
+	m.WatchWrites()
 	bucketCfg := fs.Config{Blocks: blocks, Prefix: o.Prefix, BlockSize: o.BlockSize,
 		DownloadThreads: o.DownloadThreads, PartSize: o.PartSize, UploadConcurrency: o.UploadConcurrency,
 		UID: o.UID, GID: o.GID, FileMode: uint32(o.FileMode), DirMode: uint32(o.DirMode), ReadOnly: o.ReadOnly,

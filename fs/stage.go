@@ -172,6 +172,7 @@ func (s *stageFile) recharge(fs *FS) {
 	}
 	now := st.Blocks * 512
 	fs.staged.Add(now - s.charged)
+	stagedTotal.Add(now - s.charged)
 	s.charged = now
 }
 
@@ -186,6 +187,7 @@ func (s *stageFile) remove(fs *FS) {
 	os.Remove(s.path)
 	os.Remove(s.path + ".json")
 	fs.staged.Add(-s.charged)
+	stagedTotal.Add(-s.charged)
 	s.charged = 0
 }
 
@@ -209,6 +211,7 @@ func (s *stageFile) keep(fs *FS, info recoveryInfo) (string, error) {
 	}
 	os.Remove(s.path + ".json")
 	fs.staged.Add(-s.charged)
+	stagedTotal.Add(-s.charged)
 	s.charged = 0
 	return path, nil
 }
@@ -288,4 +291,23 @@ func (fs *FS) abortOrphanUploads() {
 		fs.log.Info("aborted an upload left by a mount that stopped", "key", rec.Key, "upload_id", rec.UploadID)
 		os.Remove(path)
 	}
+}
+
+// Process-wide write counters, for metrics (see WriteStats).
+var (
+	partsQueued atomic.Int64 // parts waiting for an upload slot
+	stagedTotal atomic.Int64 // bytes of all staging files
+)
+
+// WriteStats are the write path's gauges across every mount of the
+// process: parts of streamed files waiting for an upload slot (writers
+// blocked behind --upload-concurrency), and bytes of staging files on disk.
+type WriteStats struct {
+	PartsQueued int64
+	StagedBytes int64
+}
+
+// ReadWriteStats returns the write path's gauges now.
+func ReadWriteStats() WriteStats {
+	return WriteStats{PartsQueued: partsQueued.Load(), StagedBytes: stagedTotal.Load()}
 }

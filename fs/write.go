@@ -362,7 +362,9 @@ func (c *content) sendPartLocked() syscall.Errno {
 	s.partsMu.Lock()
 	s.parts = append(s.parts, s3backend.Part{Number: num})
 	s.partsMu.Unlock()
+	partsQueued.Add(1)
 	s.slots <- struct{}{}
+	partsQueued.Add(-1)
 	s.inflight.Add(1)
 	go func() {
 		defer s.inflight.Done()

@@ -110,6 +110,19 @@ func (m *Metrics) WatchOps(o *fs.Ops) {
 	}
 }
 
+// WatchWrites serves the write path's gauges (fs.ReadWriteStats):
+// s3mount_upload_parts_queued and s3mount_staging_bytes.
+func (m *Metrics) WatchWrites() {
+	m.reg.MustRegister(
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "s3mount_upload_parts_queued",
+			Help: "Parts of streamed files waiting for an upload slot (--upload-concurrency)."},
+			func() float64 { return float64(fs.ReadWriteStats().PartsQueued) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "s3mount_staging_bytes",
+			Help: "Bytes on disk of staging files (files changed in place), bounded by --staging-limit."},
+			func() float64 { return float64(fs.ReadWriteStats().StagedBytes) }),
+	)
+}
+
 // WatchCache serves the block cache's counters (cache.Blocks.Stats), read
 // at each scrape.
 func (m *Metrics) WatchCache(b *cache.Blocks) {

@@ -13,6 +13,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -145,6 +146,33 @@ func TestMetricsCountAKnownWorkload(t *testing.T) {
 	gets := `s3mount_s3_requests_total{op="GetObject",status="ok"}`
 	if m[gets] != afterFirst[gets] {
 		t.Errorf("the re-read sent %v GetObject, want 0 (block cache)", m[gets]-afterFirst[gets])
+	}
+	if q := m[`s3mount_upload_parts_queued`]; q != 0 {
+		t.Errorf("s3mount_upload_parts_queued = %v with nothing being written", q)
+	}
+	// An in-place edit stages the file on disk until its last close.
+	f, err := os.OpenFile(filepath.Join(mnt, "big.bin"), os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.WriteAt(make([]byte, 64<<10), 1<<20); err != nil {
+		t.Fatal(err)
+	}
+	if st := scrape(t, addr)[`s3mount_staging_bytes`]; st < 64<<10 {
+		t.Errorf("s3mount_staging_bytes = %v while 64 KiB are staged", st)
+	}
+	if err := f.Close(); err != nil {
+		t.Fatal(err)
+	}
+	var st float64
+	for range 100 { // the last release follows close(2) asynchronously
+		if st = scrape(t, addr)[`s3mount_staging_bytes`]; st == 0 {
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if st != 0 {
+		t.Errorf("s3mount_staging_bytes = %v after the edited file was closed", st)
 	}
 }
 
