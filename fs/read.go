@@ -37,6 +37,7 @@ import (
 	"fmt"
 	"io"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -127,6 +128,7 @@ type want struct {
 
 // read fills dest from off. It returns fewer bytes only at end of file.
 func (r *reader) read(ctx context.Context, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {
+	r.fsys.readOps.Add(1)
 	if off >= r.size || len(dest) == 0 {
 		return fuse.ReadResultData(nil), 0
 	}
@@ -371,4 +373,21 @@ func (r *reader) fetchRun(a int64, flights []*cache.Flight, readahead bool) {
 		}
 		r.fsys.blocks.Finish(r.blockKey(i), f, buf, nil)
 	}
+}
+
+// ReadStats counts what the read path has served since the mount started.
+type ReadStats struct {
+	// Reads is the number of FUSE READ requests that reached the daemon;
+	// reads the kernel answers from its page cache are not among them.
+	Reads int64
+}
+
+// readCounters is embedded in FS.
+type readCounters struct {
+	readOps atomic.Int64
+}
+
+// ReadStats returns the read path's counters.
+func (f *FS) ReadStats() ReadStats {
+	return ReadStats{Reads: f.readOps.Load()}
 }
