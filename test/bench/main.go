@@ -302,6 +302,8 @@ type bench struct {
 	treeFiles                            int
 	treeBytes                            int64
 	localFile                            string
+	tmpfsDir                             string // a tmpfs mounted huge=never, or ""
+	tmpfsFile                            string // the local file copied there
 	tarball                              string // made at setup from cfg.untarTree
 	tarFiles                             int
 	tarBytes                             int64
@@ -492,6 +494,11 @@ func (b *bench) setupData(ctx context.Context) error {
 			return err
 		}
 	}
+	if !c.skip["local"] {
+		if err := b.setupTmpfs(); err != nil {
+			b.note("no tmpfs reference row: %v", err)
+		}
+	}
 	// The server's copy of each object is a file under its data dir; the
 	// bench reads it before each row so that every row reads server data
 	// from memory (drop_caches would otherwise make "cold" a disk test).
@@ -506,6 +513,27 @@ func (b *bench) setupData(ctx context.Context) error {
 		}
 	}
 	logf("data written in %v", time.Since(start).Round(time.Second))
+	return nil
+}
+
+// setupTmpfs mounts a tmpfs with huge=never (4 KiB pages, as the kernel
+// gives a FUSE file's page cache up to at least Linux 6.18) and copies the
+// local file there: a second page-cache baseline.
+func (b *bench) setupTmpfs() error {
+	dir := filepath.Join(b.work, "tmpfs")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	opts := fmt.Sprintf("size=%d,huge=never,mode=0755", b.cfg.size+64<<20)
+	if out, err := exec.Command("mount", "-t", "tmpfs", "-o", opts, "s3bench", dir).CombinedOutput(); err != nil {
+		return fmt.Errorf("mount -t tmpfs: %v: %s", err, lastLine(string(out)))
+	}
+	b.tmpfsDir = dir
+	b.tmpfsFile = filepath.Join(dir, "local.bin")
+	if out, err := exec.Command("cp", b.localFile, b.tmpfsFile).CombinedOutput(); err != nil {
+		b.tmpfsFile = ""
+		return fmt.Errorf("cp to tmpfs: %v: %s", err, lastLine(string(out)))
+	}
 	return nil
 }
 
@@ -614,6 +642,11 @@ func (b *bench) run(ctx context.Context, r int) error {
 		_, _ = dd(ctx, b.localFile, 0, c.size)
 		v, err := dd(ctx, b.localFile, 0, c.size)
 		record("local", "reference", v, err, "MB/s")
+		if b.tmpfsFile != "" {
+			_, _ = dd(ctx, b.tmpfsFile, 0, c.size)
+			v, err := dd(ctx, b.tmpfsFile, 0, c.size)
+			record("local4k", "reference", v, err, "MB/s")
+		}
 	}
 	if !c.skip["write"] {
 		// The source file in the page cache, as for the mounts' dd.
@@ -828,6 +861,12 @@ func (b *bench) cleanup() {
 	}
 	if b.work == "" {
 		return
+	}
+	if b.tmpfsDir != "" {
+		if out, err := exec.Command("umount", b.tmpfsDir).CombinedOutput(); err != nil {
+			logf("umount %s: %v: %s (leaving %s in place)", b.tmpfsDir, err, lastLine(string(out)), b.work)
+			return
+		}
 	}
 	if b.cfg.keep {
 		logf("kept %s", b.work)
