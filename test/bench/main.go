@@ -22,7 +22,9 @@
 // drop_caches).
 //
 // `s3bench proxy -target HOST:PORT [-listen ADDR] [-latency D] [-bandwidth B]`
-// runs the proxy alone, for poking at a mount by hand.
+// runs the proxy alone, for poking at a mount by hand; `s3bench get -url URL
+// -bucket B -key K [-streams N]` runs the raw GET ceiling alone (keys from
+// AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY), for profiling it beside a mount.
 package main
 
 import (
@@ -91,6 +93,10 @@ type benchConfig struct {
 func main() {
 	if len(os.Args) > 1 && os.Args[1] == "proxy" {
 		proxyMain(os.Args[2:])
+		return
+	}
+	if len(os.Args) > 1 && os.Args[1] == "get" {
+		getMain(os.Args[2:])
 		return
 	}
 	cfg, err := parseFlags()
@@ -909,4 +915,41 @@ func proxyMain(args []string) {
 	<-ctx.Done()
 	p.Close()
 	fmt.Fprintf(os.Stderr, "server->client %d bytes, client->server %d bytes, %d connections\n", p.BytesDown(), p.BytesUp(), p.Conns())
+}
+
+// getMain runs the raw GET ceiling against a server by hand.
+func getMain(args []string) {
+	fs := flag.NewFlagSet("get", flag.ExitOnError)
+	url := fs.String("url", "", "endpoint URL (required)")
+	bkt := fs.String("bucket", "", "bucket (required)")
+	key := fs.String("key", "", "object key (required)")
+	streams := fs.Int("streams", 8, "ranged GETs at once; 0: one GET of the whole object")
+	rs := fs.String("range-size", "8M", "range size")
+	n := fs.Int("n", 1, "repetitions")
+	_ = fs.Parse(args)
+	rangeSize, err := parseSize(*rs)
+	if *url == "" || *bkt == "" || *key == "" || err != nil {
+		fmt.Fprintln(os.Stderr, "usage: s3bench get -url URL -bucket B -key K [-streams N] [-range-size S] [-n N]")
+		os.Exit(2)
+	}
+	ctx := context.Background()
+	c, err := newS3(ctx, harness.Endpoint{URL: *url, AccessKey: os.Getenv("AWS_ACCESS_KEY_ID"),
+		SecretKey: os.Getenv("AWS_SECRET_ACCESS_KEY"), Region: os.Getenv("AWS_REGION")})
+	if err == nil {
+		var size int64
+		size, err = objectSize(ctx, c, *bkt, *key)
+		for i := 0; i < *n && err == nil; i++ {
+			var v float64
+			if *streams == 0 {
+				v, err = ceilingSingle(ctx, c, *bkt, *key, size, true)
+			} else {
+				v, err = ceilingRanges(ctx, c, *bkt, *key, size, rangeSize, *streams)
+			}
+			fmt.Printf("%.0f MB/s\n", v)
+		}
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "s3bench get:", err)
+		os.Exit(1)
+	}
 }
