@@ -70,6 +70,7 @@ type arena struct {
 
 	mu   sync.Mutex
 	free []int32 // guarded by mu
+	peak int     // guarded by mu; most slots handed out at once
 }
 
 type slotState struct {
@@ -101,6 +102,7 @@ func (a *arena) get(n int64) *Buf {
 	}
 	slot := a.free[len(a.free)-1]
 	a.free = a.free[:len(a.free)-1]
+	a.peak = max(a.peak, len(a.state)-len(a.free))
 	a.mu.Unlock()
 	st := &a.state[slot]
 	gen := st.gen.Add(1) // before refs: a stale Retain that sees refs 1 sees this gen
@@ -123,11 +125,11 @@ func (a *arena) release(slot int32) {
 	}
 }
 
-// inUse returns how many slots are handed out.
-func (a *arena) inUse() int {
+// inUse returns how many slots are handed out, now and at most so far.
+func (a *arena) inUse() (now, peak int) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	return len(a.state) - len(a.free)
+	return len(a.state) - len(a.free), a.peak
 }
 
 func (a *arena) close() { _ = unix.Munmap(a.mem) }

@@ -41,7 +41,7 @@ type Blocks struct {
 	mu      sync.Mutex
 	flights map[string]*Flight // guarded by mu
 
-	hits, misses, fetches atomic.Int64
+	hits, misses, fetches, landed atomic.Int64
 	// evictions counts blocks the cache dropped for room; cached is the
 	// bytes of blocks in the cache (added at Set, removed on every exit).
 	evictions, cached atomic.Int64
@@ -61,9 +61,14 @@ type Flight struct {
 	buf  *Buf // set by Finish before done closes; holds the flight's own reference
 	err  error
 
-	mu       sync.Mutex
-	finished bool // guarded by mu
-	dropped  bool // guarded by mu
+	// blocks and key: where the flight is registered while it lingers.
+	blocks *Blocks
+	key    string
+
+	mu        sync.Mutex
+	finished  bool // guarded by mu
+	dropped   bool // guarded by mu
+	lingering bool // guarded by mu; landed by Land, still registered until dropped
 }
 
 // Done is closed once the block (or its error) is there.
@@ -91,8 +96,11 @@ func (f *Flight) Drop() {
 		return
 	}
 	f.dropped = true
-	finished, buf := f.finished, f.buf
+	finished, buf, lingering := f.finished, f.buf, f.lingering
 	f.mu.Unlock()
+	if lingering {
+		f.blocks.unregister(f.key, f)
+	}
 	if finished && buf != nil {
 		buf.Release()
 	}
@@ -123,9 +131,13 @@ func Ready(buf *Buf) *Flight {
 type BlockStats struct {
 	Hits, Misses int64 // Acquire lookups answered from the cache, or not
 	Fetches      int64 // flights claimed, i.e. blocks requested from S3
+	Uncached     int64 // fetched blocks ended with Land, not cached
 	ArenaSlots   int   // arena slots in use (cached, in flight or being read)
 	Evictions    int64 // blocks dropped to make room (ristretto's cost policy)
 	Bytes        int64 // bytes of the blocks the cache holds now
+	// ArenaPeak is the most arena slots in use at once: the block memory
+	// the process has touched (a slot's pages stay resident once used).
+	ArenaPeak int
 }
 
 // NewBlocks makes a cache holding at most maxBytes bytes of blocks of at
@@ -208,7 +220,7 @@ func (b *Blocks) Acquire(k BlockKey) (buf *Buf, f *Flight, claimed bool) {
 	if v, ok := b.c.Get(s); ok && v.Retain() {
 		return v, nil, false
 	}
-	f = &Flight{done: make(chan struct{})}
+	f = &Flight{done: make(chan struct{}), blocks: b, key: s}
 	b.flights[s] = f
 	b.fetches.Add(1)
 	return nil, f, true
@@ -237,10 +249,42 @@ func (b *Blocks) Finish(k BlockKey, f *Flight, buf *Buf, err error) {
 	f.land(buf, err)
 }
 
+// Land ends a claimed Flight like Finish, but leaves buf out of the cache:
+// the flight stays registered (Acquire returns it, so another reader of the
+// block shares it) until its claimer drops it, and the memory is reused as
+// soon as the last reader has released it. For blocks read ahead of a
+// sequential reader, which the kernel's page cache keeps once read: caching
+// them as well would hold every byte twice, push out the blocks that random
+// readers reuse, and make a streaming read touch --cache-size of memory.
+func (b *Blocks) Land(k BlockKey, f *Flight, buf *Buf, err error) {
+	if err == nil {
+		b.landed.Add(1)
+	}
+	f.mu.Lock()
+	linger := err == nil && buf != nil && !f.dropped
+	f.lingering = linger
+	f.mu.Unlock()
+	if !linger {
+		b.unregister(k.String(), f)
+	}
+	f.land(buf, err)
+}
+
+// unregister removes flight f of key s, unless another took its place.
+func (b *Blocks) unregister(s string, f *Flight) {
+	b.mu.Lock()
+	if b.flights[s] == f {
+		delete(b.flights, s)
+	}
+	b.mu.Unlock()
+}
+
 // Stats returns the counters.
 func (b *Blocks) Stats() BlockStats {
+	slots, peak := b.arena.inUse()
 	return BlockStats{Hits: b.hits.Load(), Misses: b.misses.Load(), Fetches: b.fetches.Load(),
-		ArenaSlots: b.arena.inUse(), Evictions: b.evictions.Load(), Bytes: b.cached.Load()}
+		Uncached: b.landed.Load(), ArenaSlots: slots, ArenaPeak: peak, Evictions: b.evictions.Load(),
+		Bytes: b.cached.Load()}
 }
 
 // Wait blocks until buffered Sets are applied (for tests).

@@ -205,8 +205,8 @@ func TestBufRecycledSlotIsNotRetained(t *testing.T) {
 	if old.Retain() {
 		t.Error("a Buf retained its slot after the slot went to another block")
 	}
-	if a.inUse() != 1 {
-		t.Errorf("%d slots in use, want 1 (the new owner's)", a.inUse())
+	if n, _ := a.inUse(); n != 1 {
+		t.Errorf("%d slots in use, want 1 (the new owner's)", n)
 	}
 	if a.get(16) != nil {
 		t.Error("a slot was handed out twice")
@@ -243,4 +243,53 @@ func TestBlocksConcurrentReadersSeeTheirOwnBytes(t *testing.T) {
 		}(r)
 	}
 	wg.Wait()
+}
+
+// A block ended with Land reaches the flight's waiters but not the cache;
+// it is shared until its claimer drops it, and its memory is free again
+// once the claimer and the readers have released it.
+func TestBlocksLandServesWaitersWithoutCaching(t *testing.T) {
+	b, err := NewBlocks(1<<20, 64<<10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	k := BlockKey{Bucket: "b", Key: "k", ETag: "e", Index: 3}
+	_, f, claimed := b.Acquire(k)
+	if !claimed {
+		t.Fatal("first Acquire did not claim")
+	}
+	_, f2, claimed2 := b.Acquire(k)
+	if claimed2 || f2 != f {
+		t.Fatal("a second reader did not wait on the same flight")
+	}
+	buf := b.NewBuf(100)
+	copy(buf.Bytes(), "landed")
+	b.Land(k, f, buf, nil)
+	<-f2.Done()
+	got, err := f2.Take()
+	if err != nil || !bytes.HasPrefix(got.Bytes(), []byte("landed")) {
+		t.Fatalf("waiter: %v", err)
+	}
+	b.Wait()
+	if c, ok := b.Get(k); ok {
+		c.Release()
+		t.Error("a landed block is in the cache")
+	}
+	// Until its claimer drops it, a landed flight is shared.
+	if _, f3, claimed := b.Acquire(k); claimed || f3 != f {
+		t.Error("a landed flight still held was not found by another reader")
+	}
+	if st := b.Stats(); st.Uncached != 1 || st.ArenaSlots != 1 || st.ArenaPeak != 1 {
+		t.Errorf("stats %+v, want 1 uncached block in 1 slot", st)
+	}
+	got.Release()
+	f.Drop()
+	if st := b.Stats(); st.ArenaSlots != 0 {
+		t.Errorf("%d slots in use after every holder released the landed block, want 0", st.ArenaSlots)
+	}
+	// The next fetch of the block claims again.
+	if _, _, claimed := b.Acquire(k); !claimed {
+		t.Error("a landed block was found without a new fetch")
+	}
 }

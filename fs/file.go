@@ -202,6 +202,7 @@ func (f *File) Open(ctx context.Context, flags uint32) (gofs.FileHandle, uint32,
 	if flags&syscall.O_ACCMODE == syscall.O_RDONLY {
 		f.mu.Lock()
 		h := &handle{r: f.newReaderLocked(), file: f}
+		h.r.file = f
 		fl := f.cacheFlagsLocked(h.r.etag)
 		f.readers[h.r.etag]++
 		f.mu.Unlock()

@@ -73,6 +73,7 @@ type FS struct {
 	// mounted is when the mount started: the mtime of directories without
 	// a marker.
 	mounted time.Time
+	readCounters
 }
 
 // New makes the filesystem and its root directory.

@@ -12,13 +12,19 @@
 //     the Go source tree;
 //   - a "realistic network" mode: s3mount through a shaping proxy (first-byte
 //     latency, per-connection bandwidth cap) with --download-threads 1..16;
+//   - writes (issue 5): a sequential dd conv=fsync of a local file into each
+//     mount, with the mount's peak RSS, against raw multipart uploads of the
+//     same file (s3mount's part size and concurrency, and the best of a grid);
+//     many small files created by one process; a source tarball extracted;
 //
 // and prints a table and the issue's targets as ratios with PASS/FAIL, to
 // stdout and to -out. Progress goes to stderr. It needs root (FUSE mounts,
 // drop_caches).
 //
 // `s3bench proxy -target HOST:PORT [-listen ADDR] [-latency D] [-bandwidth B]`
-// runs the proxy alone, for poking at a mount by hand.
+// runs the proxy alone, for poking at a mount by hand; `s3bench get -url URL
+// -bucket B -key K [-streams N]` runs the raw GET ceiling alone (keys from
+// AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY), for profiling it beside a mount.
 package main
 
 import (
@@ -45,7 +51,7 @@ import (
 const bucket = "bench"
 
 // Section names for -skip.
-var sections = []string{"ceiling", "local", "seq", "random", "ttfb", "rss", "ls", "find", "realistic"}
+var sections = []string{"ceiling", "local", "seq", "random", "ttfb", "rss", "ls", "find", "realistic", "write", "small", "untar"}
 
 type benchConfig struct {
 	runs          int
@@ -76,11 +82,21 @@ type benchConfig struct {
 	dropCaches    bool
 	sizeFlag      string
 	cacheSizeFlag string
+	// Writes (issue 5).
+	writeDefault uploadSetting   // s3mount's default part size and concurrency
+	writeGrid    []uploadSetting // raw settings tried for the best ceiling
+	smallN       int
+	smallSize    int64
+	untarTree    string
 }
 
 func main() {
 	if len(os.Args) > 1 && os.Args[1] == "proxy" {
 		proxyMain(os.Args[2:])
+		return
+	}
+	if len(os.Args) > 1 && os.Args[1] == "get" {
+		getMain(os.Args[2:])
 		return
 	}
 	cfg, err := parseFlags()
@@ -133,6 +149,12 @@ func parseFlags() (*benchConfig, error) {
 	flag.StringVar(&c.out, "out", filepath.Join(root, "bench-results.txt"), "file that also receives the table")
 	flag.BoolVar(&c.keep, "keep", false, "keep the temp dir (server data, logs) afterwards")
 	flag.BoolVar(&c.dropCaches, "drop-caches", true, "sync and drop the kernel caches before the cold rows (false: only a fresh mount)")
+	var writeDefault, writeGrid, smallSize string
+	flag.StringVar(&writeDefault, "write-setting", "4x8M", "raw multipart ceiling with s3mount's defaults: CONCURRENCYxPART-SIZE (--upload-concurrency, --part-size)")
+	flag.StringVar(&writeGrid, "write-grid", "8x8M,8x16M,16x16M", "more raw multipart settings tried; the best of these and -write-setting is the best ceiling")
+	flag.IntVar(&c.smallN, "small-files", 1000, "small files created by one process")
+	flag.StringVar(&smallSize, "small-size", "4K", "size of each small file")
+	flag.StringVar(&c.untarTree, "untar-tree", "", "tree tarred at setup and extracted into each mount (default `go env GOROOT`/src/net; -quick: its net/http)")
 	flag.Parse()
 	if flag.NArg() > 0 {
 		return nil, fmt.Errorf("unexpected arguments %q", flag.Args())
@@ -151,6 +173,12 @@ func parseFlags() (*benchConfig, error) {
 		}
 		if !set["random-reads"] {
 			c.randomN = 30
+		}
+		if !set["small-files"] {
+			c.smallN = 200
+		}
+		if !set["write-grid"] {
+			writeGrid = "8x16M"
 		}
 	}
 	var err error
@@ -206,19 +234,37 @@ func parseFlags() (*benchConfig, error) {
 		}
 		c.skip[s] = true
 	}
+	ws, err := parseUploadSettings(writeDefault)
+	if err != nil || len(ws) != 1 {
+		return nil, fmt.Errorf("-write-setting: want one CONCxSIZE (%v)", err)
+	}
+	c.writeDefault = ws[0]
+	if c.writeGrid, err = parseUploadSettings(writeGrid); err != nil {
+		return nil, fmt.Errorf("-write-grid: %w", err)
+	}
+	if c.smallSize, err = parseSize(smallSize); err != nil || c.smallSize < 0 || c.smallN < 1 {
+		return nil, fmt.Errorf("-small-size/-small-files: bad %q/%d", smallSize, c.smallN)
+	}
 	c.s3mountFlags = strings.Fields(s3mountFlags)
 	c.s3fsFlags = strings.Fields(s3fsFlags)
 	c.rcloneFlags = strings.Fields(rcloneFlags)
-	if c.tree == "" {
-		out, err := exec.Command("go", "env", "GOROOT").Output()
-		if err != nil {
-			c.tree = runtime.GOROOT()
-		} else {
-			c.tree = strings.TrimSpace(string(out))
+	if c.tree == "" || c.untarTree == "" {
+		goroot := runtime.GOROOT()
+		if out, err := exec.Command("go", "env", "GOROOT").Output(); err == nil {
+			goroot = strings.TrimSpace(string(out))
 		}
-		c.tree = filepath.Join(c.tree, "src")
-		if c.quick {
-			c.tree = filepath.Join(c.tree, "net", "http")
+		src := filepath.Join(goroot, "src")
+		if c.tree == "" {
+			c.tree = src
+			if c.quick {
+				c.tree = filepath.Join(src, "net", "http")
+			}
+		}
+		if c.untarTree == "" {
+			c.untarTree = filepath.Join(src, "net")
+			if c.quick {
+				c.untarTree = filepath.Join(src, "net", "http")
+			}
 		}
 	}
 	if c.s3mountBin == "" {
@@ -262,8 +308,14 @@ type bench struct {
 	treeFiles                            int
 	treeBytes                            int64
 	localFile                            string
+	tmpfsDir                             string // a tmpfs mounted huge=never, or ""
+	tmpfsFile                            string // the local file copied there
+	tarball                              string // made at setup from cfg.untarTree
+	tarFiles                             int
+	tarBytes                             int64
 	notes                                []string
 	warmOK                               bool
+	bestWrite                            []string // the best raw multipart setting of each run
 	started                              time.Time
 	mountSeq                             int
 }
@@ -283,7 +335,9 @@ func (b *bench) main(ctx context.Context) error {
 	if err := os.MkdirAll(c.workParent, 0o755); err != nil {
 		return err
 	}
-	need := 2*(c.size+c.rssSize) + c.size + 1<<30
+	// Objects, the local file, and room for a written copy of it (the
+	// write rows delete what they wrote after each measure).
+	need := 2*(c.size+c.rssSize) + 3*c.size + 1<<30
 	var st syscall.Statfs_t
 	if err := syscall.Statfs(c.workParent, &st); err == nil {
 		if free := int64(st.Bavail) * int64(st.Bsize); free < need {
@@ -432,10 +486,23 @@ func (b *bench) setupData(ctx context.Context) error {
 		b.treeFiles, b.treeBytes = n, bytes
 		logf("  %d files, %d MiB", n, bytes>>20)
 	}
-	if !c.skip["local"] {
+	if !c.skip["untar"] {
+		b.tarball = filepath.Join(b.work, "untar.tar")
+		var err error
+		if b.tarFiles, b.tarBytes, err = makeTarball(c.untarTree, b.tarball); err != nil {
+			return err
+		}
+		logf("tarball of %s: %d files, %d KiB", c.untarTree, b.tarFiles, b.tarBytes>>10)
+	}
+	if !c.skip["local"] || !c.skip["write"] {
 		b.localFile = filepath.Join(b.work, "local.bin")
 		if _, err := harness.WriteRandomFile(b.localFile, c.size); err != nil {
 			return err
+		}
+	}
+	if !c.skip["local"] {
+		if err := b.setupTmpfs(); err != nil {
+			b.note("no tmpfs reference row: %v", err)
 		}
 	}
 	// The server's copy of each object is a file under its data dir; the
@@ -452,6 +519,27 @@ func (b *bench) setupData(ctx context.Context) error {
 		}
 	}
 	logf("data written in %v", time.Since(start).Round(time.Second))
+	return nil
+}
+
+// setupTmpfs mounts a tmpfs with huge=never (4 KiB pages, as the kernel
+// gives a FUSE file's page cache up to at least Linux 6.18) and copies the
+// local file there: a second page-cache baseline.
+func (b *bench) setupTmpfs() error {
+	dir := filepath.Join(b.work, "tmpfs")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	opts := fmt.Sprintf("size=%d,huge=never,mode=0755", b.cfg.size+64<<20)
+	if out, err := exec.Command("mount", "-t", "tmpfs", "-o", opts, "s3bench", dir).CombinedOutput(); err != nil {
+		return fmt.Errorf("mount -t tmpfs: %v: %s", err, lastLine(string(out)))
+	}
+	b.tmpfsDir = dir
+	b.tmpfsFile = filepath.Join(dir, "local.bin")
+	if out, err := exec.Command("cp", b.localFile, b.tmpfsFile).CombinedOutput(); err != nil {
+		b.tmpfsFile = ""
+		return fmt.Errorf("cp to tmpfs: %v: %s", err, lastLine(string(out)))
+	}
 	return nil
 }
 
@@ -560,6 +648,11 @@ func (b *bench) run(ctx context.Context, r int) error {
 		_, _ = dd(ctx, b.localFile, 0, c.size)
 		v, err := dd(ctx, b.localFile, 0, c.size)
 		record("local", "reference", v, err, "MB/s")
+		if b.tmpfsFile != "" {
+			_, _ = dd(ctx, b.tmpfsFile, 0, c.size)
+			v, err := dd(ctx, b.tmpfsFile, 0, c.size)
+			record("local4k", "reference", v, err, "MB/s")
+		}
 	}
 	direct := b.server.URL
 	for _, m := range b.mounters {
@@ -650,6 +743,66 @@ func (b *bench) run(ctx context.Context, r int) error {
 			record("rssmbps", name, v, err, "MB/s")
 			record("rss", name, hwm, herr, "MiB")
 		}
+		if !c.skip["write"] && name == "s3mount" {
+			// The raw ceilings right before s3mount's own write: on a
+			// noisy machine, neighbours in time compare best.
+			b.writeCeilings(ctx, r, record)
+		}
+		if !c.skip["write"] && b.usable(m) {
+			var v, hwm float64
+			var herr error
+			key := fmt.Sprintf("wseq-%s-%d.bin", name, r)
+			_ = warmFile(b.localFile)
+			err := b.withMount(ctx, m, direct, nil, false, nil, 2*timeoutFor(c.size), func(ctx context.Context, p *mountProc) error {
+				var err error
+				v, err = ddWrite(ctx, b.localFile, obj(p, key), c.size)
+				h, e := p.vmHWM()
+				hwm, herr = float64(h)/(1<<20), e
+				return err
+			})
+			if err == nil {
+				// What reached S3, after the unmount.
+				if n, serr := objectSize(ctx, b.s3, bucket, key); serr != nil || n != c.size {
+					err = fmt.Errorf("after the write, S3 has %d bytes (%v), want %d", n, serr, c.size)
+				}
+			}
+			deleteKey(b.s3, bucket, key)
+			if herr == nil {
+				herr = err
+			}
+			record("wseq", name, v, err, "MB/s")
+			record("wrss", name, hwm, herr, "MiB")
+		}
+		if !c.skip["small"] && b.usable(m) {
+			var v float64
+			prefix := fmt.Sprintf("small-%s-%d", name, r)
+			err := b.withMount(ctx, m, direct, nil, false, nil, timeoutFor(int64(c.smallN)*(c.smallSize+1<<20)), func(ctx context.Context, p *mountProc) error {
+				var err error
+				v, err = smallFiles(ctx, filepath.Join(p.mnt, prefix), c.smallN, c.smallSize)
+				return err
+			})
+			if err == nil {
+				if n, lerr := listAll(ctx, b.s3, bucket, prefix+"/"); lerr != nil || n < c.smallN {
+					err = fmt.Errorf("after creating %d files, S3 lists %d (%v)", c.smallN, n, lerr)
+				}
+			}
+			record("small", name, v, err, "s")
+		}
+		if !c.skip["untar"] && b.usable(m) {
+			var v float64
+			prefix := fmt.Sprintf("untar-%s-%d", name, r)
+			err := b.withMount(ctx, m, direct, nil, false, nil, timeoutFor(b.tarBytes+int64(b.tarFiles)<<20), func(ctx context.Context, p *mountProc) error {
+				var err error
+				v, err = untar(ctx, b.tarball, filepath.Join(p.mnt, prefix))
+				return err
+			})
+			if err == nil {
+				if n, lerr := listAll(ctx, b.s3, bucket, prefix+"/"); lerr != nil || n < b.tarFiles {
+					err = fmt.Errorf("after extracting %d files, S3 lists %d objects (%v)", b.tarFiles, n, lerr)
+				}
+			}
+			record("untar", name, v, err, "s")
+		}
 	}
 	if !c.skip["realistic"] {
 		// What the shaped network allows a plain SDK client.
@@ -672,6 +825,39 @@ func (b *bench) run(ctx context.Context, r int) error {
 	return ctx.Err()
 }
 
+// writeCeilings measures the raw multipart uploads of run r: s3mount's
+// default setting and the best of the grid.
+func (b *bench) writeCeilings(ctx context.Context, r int, record func(row, col string, v float64, err error, unit string)) {
+	c := b.cfg
+	tag := fmt.Sprintf("[run %d/%d]", r, c.runs)
+	// The source file in the page cache, as for the mounts' dd. The grid
+	// first, s3mount's setting last: next to s3mount's write.
+	_ = warmFile(b.localFile)
+	best, bestAt := 0.0, c.writeDefault
+	for _, u := range append(slices.DeleteFunc(slices.Clone(c.writeGrid), func(u uploadSetting) bool { return u == c.writeDefault }), c.writeDefault) {
+		if ctx.Err() != nil {
+			return
+		}
+		v, err := ceilingMultipart(ctx, b.s3, bucket, fmt.Sprintf("wceil-%d.bin", r), b.localFile, c.size, u)
+		if u == c.writeDefault {
+			record("wceil", "reference", v, err, "MB/s")
+		} else if err != nil {
+			b.note("run %d, raw multipart %v: %v", r, u, err)
+		} else {
+			logf("%s %-8s %-28s %10.2f MB/s", tag, "", "raw multipart PUT, "+u.String(), v)
+		}
+		if err == nil && v > best {
+			best, bestAt = v, u
+		}
+	}
+	var berr error
+	if best == 0 {
+		berr = fmt.Errorf("no raw multipart setting succeeded")
+	}
+	record("wceilbest", "reference", best, berr, "MB/s")
+	b.bestWrite = append(b.bestWrite, bestAt.String())
+}
+
 func realRow(n int) string { return fmt.Sprintf("real-%d", n) }
 
 func (b *bench) cleanup() {
@@ -689,6 +875,12 @@ func (b *bench) cleanup() {
 	}
 	if b.work == "" {
 		return
+	}
+	if b.tmpfsDir != "" {
+		if out, err := exec.Command("umount", b.tmpfsDir).CombinedOutput(); err != nil {
+			logf("umount %s: %v: %s (leaving %s in place)", b.tmpfsDir, err, lastLine(string(out)), b.work)
+			return
+		}
 	}
 	if b.cfg.keep {
 		logf("kept %s", b.work)
@@ -731,4 +923,41 @@ func proxyMain(args []string) {
 	<-ctx.Done()
 	p.Close()
 	fmt.Fprintf(os.Stderr, "server->client %d bytes, client->server %d bytes, %d connections\n", p.BytesDown(), p.BytesUp(), p.Conns())
+}
+
+// getMain runs the raw GET ceiling against a server by hand.
+func getMain(args []string) {
+	fs := flag.NewFlagSet("get", flag.ExitOnError)
+	url := fs.String("url", "", "endpoint URL (required)")
+	bkt := fs.String("bucket", "", "bucket (required)")
+	key := fs.String("key", "", "object key (required)")
+	streams := fs.Int("streams", 8, "ranged GETs at once; 0: one GET of the whole object")
+	rs := fs.String("range-size", "8M", "range size")
+	n := fs.Int("n", 1, "repetitions")
+	_ = fs.Parse(args)
+	rangeSize, err := parseSize(*rs)
+	if *url == "" || *bkt == "" || *key == "" || err != nil {
+		fmt.Fprintln(os.Stderr, "usage: s3bench get -url URL -bucket B -key K [-streams N] [-range-size S] [-n N]")
+		os.Exit(2)
+	}
+	ctx := context.Background()
+	c, err := newS3(ctx, harness.Endpoint{URL: *url, AccessKey: os.Getenv("AWS_ACCESS_KEY_ID"),
+		SecretKey: os.Getenv("AWS_SECRET_ACCESS_KEY"), Region: os.Getenv("AWS_REGION")})
+	if err == nil {
+		var size int64
+		size, err = objectSize(ctx, c, *bkt, *key)
+		for i := 0; i < *n && err == nil; i++ {
+			var v float64
+			if *streams == 0 {
+				v, err = ceilingSingle(ctx, c, *bkt, *key, size, true)
+			} else {
+				v, err = ceilingRanges(ctx, c, *bkt, *key, size, rangeSize, *streams)
+			}
+			fmt.Printf("%.0f MB/s\n", v)
+		}
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "s3bench get:", err)
+		os.Exit(1)
+	}
 }

@@ -5,6 +5,7 @@ import (
 	"math"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"runtime"
 	"slices"
 	"sort"
@@ -80,6 +81,7 @@ func (b *bench) rows() []rowDef {
 		{"ceil1", "raw SDK GET, 1 stream", "MB/s", 0},
 		{"ceilN", fmt.Sprintf("raw SDK GET, %d x %s ranges", c.streams, fmtSize(c.rangeSize)), "MB/s", 0},
 		{"local", "local file, page-cache re-read", "MB/s", 0},
+		{"local4k", "  same on tmpfs huge=never (4K pages)", "MB/s", 0},
 		{"cold", fmt.Sprintf("cold sequential read %s", fmtSize(c.size)), "MB/s", 0},
 		{"warm", fmt.Sprintf("warm re-read %s", fmtSize(c.size)), "MB/s", 0},
 		{"rand", fmt.Sprintf("%d x %s reads, random offsets", c.randomN, fmtSize(c.randomBS)), "MB/s", 0},
@@ -89,6 +91,12 @@ func (b *bench) rows() []rowDef {
 		{"rss", "  peak RSS during it (VmHWM)", "MiB", 0},
 		{"ls", fmt.Sprintf("ls -l, %d objects", c.lsObjects), "s", 2},
 		{"find", fmt.Sprintf("find + du -s, %d files", b.treeFiles), "s", 2},
+		{"wceil", fmt.Sprintf("raw multipart PUT, %v parts", c.writeDefault), "MB/s", 0},
+		{"wceilbest", "raw multipart PUT, best setting", "MB/s", 0},
+		{"wseq", fmt.Sprintf("sequential write %s (dd conv=fsync)", fmtSize(c.size)), "MB/s", 0},
+		{"wrss", "  peak RSS during it (VmHWM)", "MiB", 0},
+		{"small", fmt.Sprintf("create %d x %s files, one process", c.smallN, fmtSize(c.smallSize)), "s", 2},
+		{"untar", fmt.Sprintf("tar x of %s, %d files", filepath.Base(c.untarTree), b.tarFiles), "s", 2},
 	}
 }
 
@@ -185,7 +193,15 @@ func (b *bench) report() string {
 	if !c.dropCaches {
 		drop = "no drop_caches (-drop-caches=false)"
 	}
-	p("cold rows: fresh mount, %s; random reads through a counting proxy (fixed offsets, %d-byte aligned); ls/find: fresh mount\n\n", drop, c.randomAlign)
+	p("cold rows: fresh mount, %s; random reads through a counting proxy (fixed offsets, %d-byte aligned); ls/find: fresh mount\n", drop, c.randomAlign)
+	if !c.skip["write"] || !c.skip["small"] || !c.skip["untar"] {
+		p("write rows: fresh mount; the source file in the page cache; what was written is checked in S3 after the unmount\n")
+	}
+	if len(b.bestWrite) > 0 {
+		p("raw multipart: %v (s3mount's --upload-concurrency x --part-size defaults) and the best of %v; best per run: %s\n",
+			c.writeDefault, append([]uploadSetting{c.writeDefault}, c.writeGrid...), strings.Join(b.bestWrite, " "))
+	}
+	p("\n")
 
 	cols := b.columns()
 	const tw = 36
@@ -319,6 +335,12 @@ func (b *bench) targets() []target {
 	r = warm / local
 	add("warm re-read >= 0.8 x local page-cache read", r, okW && okL, r >= 0.8,
 		fmt.Sprintf("(%.0f / %.0f MB/s)", warm, local))
+	if l4, ok := m("local4k", "reference"); ok && okW {
+		// Not a target: the same page-cache read at the folio size the
+		// kernel gives FUSE files (4 KiB up to at least Linux 6.18).
+		ts = append(ts, target{"info", "warm re-read / tmpfs (4K pages) page-cache read",
+			fmt.Sprintf("%.2f  (%.0f / %.0f MB/s)", warm/l4, warm, l4)})
+	}
 
 	rx, okR := m("randx", "s3mount")
 	add("random reads <= 2 bytes fetched per byte read", rx, okR, rx <= 2, "(bytes from the server / bytes read)")
@@ -335,6 +357,20 @@ func (b *bench) targets() []target {
 	r = rss / limit
 	add("peak RSS <= cache-size + 100 MiB", r, okRSS, rss <= limit,
 		fmt.Sprintf("(%.0f MiB / %.0f MiB, --cache-size %s)", rss, limit, c.cacheSize))
+
+	wseq, okWS := m("wseq", "s3mount")
+	for _, row := range []struct{ key, name string }{
+		{"wceil", fmt.Sprintf("seq write >= 0.85 x raw multipart %v", c.writeDefault)},
+		{"wceilbest", "seq write >= 0.85 x best raw multipart setting"},
+	} {
+		ceil, okC := m(row.key, "reference")
+		r := wseq / ceil
+		add(row.name, r, okWS && okC, r >= 0.85, fmt.Sprintf("(%.0f / %.0f MB/s)", wseq, ceil))
+	}
+	wrss, okWR := m("wrss", "s3mount")
+	r = wrss / limit
+	add("peak RSS while writing <= cache-size + 100 MiB", r, okWR, wrss <= limit,
+		fmt.Sprintf("(%.0f MiB / %.0f MiB)", wrss, limit))
 
 	for _, row := range []struct{ key, name string }{
 		{"ls", fmt.Sprintf("ls -l %d objects no slower than fastest peer", c.lsObjects)},
