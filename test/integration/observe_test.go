@@ -4,6 +4,7 @@ package integration
 
 import (
 	"bufio"
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -47,6 +48,25 @@ func scrape(t *testing.T, addr string) map[string]float64 {
 		out[line[:i]] = v
 	}
 	return out
+}
+
+// preadUncached reads n bytes at off through the mount after dropping the
+// file's pages from the kernel's page cache.
+func preadUncached(t *testing.T, path string, off, n int64) []byte {
+	t.Helper()
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if err := unix.Fadvise(int(f.Fd()), 0, 0, unix.FADV_DONTNEED); err != nil {
+		t.Fatal(err)
+	}
+	b := make([]byte, n)
+	if _, err := f.ReadAt(b, off); err != nil {
+		t.Fatal(err)
+	}
+	return b
 }
 
 // readUncached reads a file through the mount after dropping its pages
@@ -94,9 +114,14 @@ func TestMetricsCountAKnownWorkload(t *testing.T) {
 	if got := readUncached(t, filepath.Join(mnt, "big.bin")); harness.SHA256Hex(got) != harness.SHA256Hex(data) {
 		t.Fatal("read back different bytes")
 	}
+	// A random read (1 MiB at 13 MiB) is kept in the block cache (blocks
+	// read ahead of a lone sequential reader are not: the kernel's page
+	// cache holds those), so reading it again after the kernel dropped
+	// its pages is answered by the block cache.
+	preadUncached(t, filepath.Join(mnt, "big.bin"), 13<<20, 1<<20)
 	afterFirst := scrape(t, addr)
-	if got := readUncached(t, filepath.Join(mnt, "big.bin")); len(got) != len(data) {
-		t.Fatalf("re-read %d bytes", len(got))
+	if got := preadUncached(t, filepath.Join(mnt, "big.bin"), 13<<20, 1<<20); !bytes.Equal(got, data[13<<20:14<<20]) {
+		t.Fatal("re-read different bytes")
 	}
 	if names := dirNames(t, mnt); strings.Join(names, ",") != "big.bin,small.txt" {
 		t.Errorf("ls: %v", names)
@@ -137,11 +162,11 @@ func TestMetricsCountAKnownWorkload(t *testing.T) {
 			t.Errorf("%s = %v, want at least %v", series, m[series], min)
 		}
 	}
-	// The re-read came from the block cache: hits grew by at least the
-	// file's blocks (1 MiB each), and no new GetObject was needed.
+	// The re-read came from the block cache: hits grew by its block (1
+	// MiB), and no new GetObject was needed.
 	hits := m[`s3mount_cache_hits_total`] - afterFirst[`s3mount_cache_hits_total`]
-	if hits < 20 {
-		t.Errorf("cache hits grew by %v on re-reading 20 blocks, want at least 20", hits)
+	if hits < 1 {
+		t.Errorf("cache hits grew by %v on re-reading a cached block, want at least 1", hits)
 	}
 	gets := `s3mount_s3_requests_total{op="GetObject",status="ok"}`
 	if m[gets] != afterFirst[gets] {
