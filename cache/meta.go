@@ -1,6 +1,7 @@
 package cache
 
 import (
+	"strings"
 	"sync"
 	"time"
 )
@@ -19,10 +20,31 @@ const (
 
 // Stat is what the metadata cache remembers of one name. Size is in bytes.
 type Stat struct {
-	Kind  Kind
-	Size  int64
-	ETag  string
+	Kind Kind
+	Size int64
+	ETag string
+	// MTime is the modification time: the object's x-amz-meta-mtime when
+	// it has one, else its LastModified, in whole seconds either way (an
+	// HTTP Last-Modified header has no fractions, a listing has
+	// milliseconds: truncating makes both paths agree).
 	MTime time.Time
+
+	// MetaKnown: the fields below were read with HeadObject. A
+	// ListObjectsV2 entry carries no user metadata, so it leaves them
+	// unknown (and zero) until a HEAD fills them.
+	MetaKnown bool
+	// Mode is x-amz-meta-mode: st_mode with its S_IFMT type bits, as s3fs
+	// writes it (decimal). 0: the object has none (the mount's default).
+	Mode uint32
+	// UID and GID are x-amz-meta-uid and -gid, when HasUID / HasGID.
+	UID, GID       uint32
+	HasUID, HasGID bool
+	// HasMTime: MTime came from x-amz-meta-mtime.
+	HasMTime bool
+	// UserMeta is every x-amz-meta-* header of the object (names in lower
+	// case without the prefix), so that a CopyObject with REPLACE keeps
+	// the ones s3mount does not interpret. nil unless MetaKnown.
+	UserMeta map[string]string
 }
 
 type metaItem struct {
@@ -99,6 +121,26 @@ func (m *Meta) Invalidate(path, parent string) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	delete(m.items, path)
+	delete(m.listed, parent)
+}
+
+// InvalidatePrefix forgets dir, every path under it ("dir/..."), their
+// complete listings, and the complete listing of dir's parent parent.
+// Directory renames use it; it costs a pass over the cache.
+func (m *Meta) InvalidatePrefix(dir, parent string) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	under := dir + "/"
+	for k := range m.items {
+		if k == dir || strings.HasPrefix(k, under) || dir == "" {
+			delete(m.items, k)
+		}
+	}
+	for k := range m.listed {
+		if k == dir || strings.HasPrefix(k, under) || dir == "" {
+			delete(m.listed, k)
+		}
+	}
 	delete(m.listed, parent)
 }
 

@@ -17,13 +17,13 @@ import (
 )
 
 // Dir is a directory: the keys under path+"/" (or the whole bucket when
-// path is ""). Its identity never changes; a renamed directory is a new Dir.
+// path is ""). A rename changes path (rename.go), so read it with keyPath.
 type Dir struct {
 	gofs.Inode
 	fsys *FS
-	path string // key path without trailing "/"; "" is the bucket root
 
-	mu sync.Mutex
+	mu   sync.Mutex
+	path string // guarded by mu; key path without trailing "/"; "" is the bucket root
 	// Attributes set by chmod/chown/utimes, kept in memory only (see
 	// SEMANTICS.md); nil: the mount's defaults.
 	attrs *fuse.Attr // guarded by mu
@@ -31,7 +31,22 @@ type Dir struct {
 
 var _ gofs.InodeEmbedder = (*Dir)(nil)
 
-func (d *Dir) prefix() string { return dirPrefix(d.path) }
+func (d *Dir) prefix() string { return dirPrefix(d.keyPath()) }
+
+// keyPath is the directory's key path without trailing "/" ("" is the
+// bucket root).
+func (d *Dir) keyPath() string {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.path
+}
+
+// setKeyPath records a rename.
+func (d *Dir) setKeyPath(p string) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.path = p
+}
 
 var _ gofs.NodeStatfser = (*Dir)(nil)
 
@@ -65,8 +80,8 @@ func (d *Dir) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*gof
 			return ch, 0
 		}
 	}
-	path := join(d.path, name)
-	st, err := d.fsys.stat(ctx, path, d.path)
+	path := join(d.keyPath(), name)
+	st, err := d.fsys.stat(ctx, path, d.keyPath())
 	if err != nil {
 		return nil, errno(err)
 	}
@@ -83,11 +98,17 @@ func (d *Dir) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*gof
 // child returns the inode for name, reusing the existing one when it is of
 // the same kind, so that open handles and kernel state stay attached.
 func (d *Dir) child(ctx context.Context, name string, st cache.Stat, out *fuse.EntryOut) *gofs.Inode {
-	path := join(d.path, name)
+	path := join(d.keyPath(), name)
 	if ch := d.GetChild(name); ch != nil {
 		switch n := ch.Operations().(type) {
 		case *File:
-			if st.Kind == cache.File {
+			if st.Kind == cache.File && !isSymlink(st) {
+				n.update(st)
+				n.fillAttr(&out.Attr)
+				return ch
+			}
+		case *Symlink:
+			if isSymlink(st) {
 				n.update(st)
 				n.fillAttr(&out.Attr)
 				return ch
@@ -100,9 +121,14 @@ func (d *Dir) child(ctx context.Context, name string, st cache.Stat, out *fuse.E
 			}
 		}
 	}
-	if st.Kind == cache.Dir {
+	switch {
+	case st.Kind == cache.Dir:
 		d.fsys.dirAttr(&out.Attr, st.MTime)
 		return d.NewInode(ctx, &Dir{fsys: d.fsys, path: path}, gofs.StableAttr{Mode: syscall.S_IFDIR})
+	case isSymlink(st):
+		l := newSymlink(d.fsys, path, st)
+		l.fillAttr(&out.Attr)
+		return d.NewInode(ctx, l, gofs.StableAttr{Mode: syscall.S_IFLNK})
 	}
 	f := newFile(d.fsys, path, st)
 	f.fillAttr(&out.Attr)
@@ -111,12 +137,22 @@ func (d *Dir) child(ctx context.Context, name string, st cache.Stat, out *fuse.E
 
 var _ gofs.NodeReaddirer = (*Dir)(nil)
 
+// headConcurrency bounds the HEADs in flight for all listings of one
+// mount (FS.heads).
+const headConcurrency = 32
+
 // Readdir implements FUSE READDIR(PLUS): ListObjectsV2 with delimiter "/",
-// paged past 1,000 keys. Every entry goes into the metadata cache, so the
-// lookups of `ls -l` and readdirplus cost no request.
+// paged past 1,000 keys, then a HeadObject of every file whose metadata
+// the cache does not hold for the ETag listed, headConcurrency at a time
+// across the mount: a listing carries no user metadata, and mode, owner,
+// mtime and whether an object is a symlink live there (attr.go). Every
+// entry goes into the metadata cache, so the lookups of `ls -l` and
+// readdirplus cost no request, and stat shows the same whichever of a
+// lookup or a listing filled the cache.
 func (d *Dir) Readdir(ctx context.Context) (gofs.DirStream, syscall.Errno) {
 	ctx = uninterruptible(ctx)
-	prefix := d.prefix()
+	dir := d.keyPath()
+	prefix := dirPrefix(dir)
 	kinds := map[string]cache.Stat{}
 	token := ""
 	for {
@@ -145,15 +181,17 @@ func (d *Dir) Readdir(ctx context.Context) (gofs.DirStream, syscall.Errno) {
 			if st, ok := kinds[name]; ok && st.Kind == cache.Dir {
 				continue // a directory of the same name wins
 			}
-			kinds[name] = cache.Stat{Kind: cache.File, Size: o.Size, ETag: o.ETag, MTime: o.LastModified}
+			kinds[name] = cache.Stat{Kind: cache.File, Size: o.Size, ETag: o.ETag,
+				MTime: o.LastModified.Truncate(time.Second)}
 		}
 		if page.NextToken == "" {
 			break
 		}
 		token = page.NextToken
 	}
+	d.fillMeta(ctx, dir, kinds)
 	for name, st := range kinds {
-		p := join(d.path, name)
+		p := join(dir, name)
 		if st.Kind == cache.Dir && st.MTime.IsZero() {
 			// A listing names a directory without its marker's time:
 			// keep the time a lookup learned.
@@ -163,7 +201,7 @@ func (d *Dir) Readdir(ctx context.Context) (gofs.DirStream, syscall.Errno) {
 		}
 		d.fsys.meta.Put(p, st)
 	}
-	d.fsys.meta.MarkListed(d.path)
+	d.fsys.meta.MarkListed(dir)
 	// Files created here and not yet uploaded are entries too.
 	for name, ch := range d.Children() {
 		if f, ok := ch.Operations().(*File); ok && f.pending() {
@@ -181,17 +219,69 @@ func (d *Dir) Readdir(ctx context.Context) (gofs.DirStream, syscall.Errno) {
 	list = append(list, fuse.DirEntry{Name: ".", Mode: syscall.S_IFDIR}, fuse.DirEntry{Name: "..", Mode: syscall.S_IFDIR})
 	for _, name := range names {
 		mode := uint32(syscall.S_IFREG)
-		if kinds[name].Kind == cache.Dir {
+		switch st := kinds[name]; {
+		case st.Kind == cache.Dir:
 			mode = syscall.S_IFDIR
+		case isSymlink(st):
+			mode = syscall.S_IFLNK
 		}
 		list = append(list, fuse.DirEntry{Name: name, Mode: mode})
 	}
 	return gofs.NewListDirStream(list), 0
 }
 
+// fillMeta replaces the listed file entries of kinds by what HeadObject
+// says of them (statFromHead), in parallel under the mount's HEAD limit.
+// An entry the cache already holds with its metadata for the same ETag
+// costs nothing. A file gone since the listing (404) is dropped; other
+// failures keep the listing's entry, whose metadata a lookup will fetch.
+func (d *Dir) fillMeta(ctx context.Context, dir string, kinds map[string]cache.Stat) {
+	var (
+		mu    sync.Mutex
+		wg    sync.WaitGroup
+		heads = map[string]cache.Stat{} // guarded by mu
+		gone  []string                  // guarded by mu
+	)
+	for name, st := range kinds {
+		if st.Kind != cache.File {
+			continue
+		}
+		p := join(dir, name)
+		if old, ok := d.fsys.meta.Get(p); ok && old.Kind == cache.File && old.MetaKnown && old.ETag == st.ETag {
+			kinds[name] = old
+			continue
+		}
+		wg.Add(1)
+		d.fsys.heads <- struct{}{}
+		go func() {
+			defer wg.Done()
+			info, err := d.fsys.client.Head(ctx, p)
+			<-d.fsys.heads
+			mu.Lock()
+			defer mu.Unlock()
+			switch {
+			case err == nil:
+				heads[name] = statFromHead(info)
+			case errors.Is(err, s3backend.ErrNotFound):
+				gone = append(gone, name)
+			default:
+				d.fsys.log.Debug("readdir: HEAD failed; the entry shows the mount's defaults until a lookup", "key", p, "err", err)
+			}
+		}()
+	}
+	wg.Wait()
+	for name, st := range heads {
+		kinds[name] = st
+	}
+	for _, name := range gone {
+		delete(kinds, name)
+	}
+}
+
 var _ gofs.NodeMkdirer = (*Dir)(nil)
 
-// Mkdir implements mkdir(2): PutObject of an empty "name/" marker.
+// Mkdir implements mkdir(2): PutObject of an empty "name/" marker carrying
+// s3fs's metadata (mode with S_IFDIR, uid, gid, mtime; attr.go).
 // EEXIST when the name exists, EROFS on a read-only mount.
 func (d *Dir) Mkdir(ctx context.Context, name string, mode uint32, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
 	ctx = uninterruptible(ctx)
@@ -201,16 +291,18 @@ func (d *Dir) Mkdir(ctx context.Context, name string, mode uint32, out *fuse.Ent
 	if en := nameErrno(name, syscall.EINVAL); en != 0 {
 		return nil, en
 	}
-	path := join(d.path, name)
-	if _, err := d.fsys.stat(ctx, path, d.path); err == nil {
+	path := join(d.keyPath(), name)
+	if _, err := d.fsys.stat(ctx, path, d.keyPath()); err == nil {
 		return nil, syscall.EEXIST
 	} else if !errors.Is(err, s3backend.ErrNotFound) {
 		return nil, errno(err)
 	}
-	if _, err := d.fsys.client.Put(ctx, path+"/", nil, s3backend.PutOptions{}); err != nil {
+	now := time.Now().Truncate(time.Second)
+	meta := encodeMeta(nil, sIFDIR, mode, d.fsys.cfg.UID, d.fsys.cfg.GID, now)
+	if _, err := d.fsys.client.Put(ctx, path+"/", nil, s3backend.PutOptions{Meta: meta}); err != nil {
 		return nil, errno(err)
 	}
-	st := cache.Stat{Kind: cache.Dir, MTime: time.Now()}
+	st := cache.Stat{Kind: cache.Dir, MTime: now}
 	d.fsys.meta.Put(path, st)
 	// Nothing was under path/ (stat said so): its listing is known empty,
 	// and lookups in it (tar, cp -r) need no request.
@@ -228,7 +320,7 @@ func (d *Dir) Rmdir(ctx context.Context, name string) syscall.Errno {
 	if d.fsys.cfg.ReadOnly {
 		return syscall.EROFS
 	}
-	path := join(d.path, name)
+	path := join(d.keyPath(), name)
 	if ch := d.GetChild(name); ch != nil {
 		if sub, ok := ch.Operations().(*Dir); ok {
 			for _, gc := range sub.Children() {
@@ -271,7 +363,7 @@ func (d *Dir) Unlink(ctx context.Context, name string) syscall.Errno {
 	if d.fsys.cfg.ReadOnly {
 		return syscall.EROFS
 	}
-	path := join(d.path, name)
+	path := join(d.keyPath(), name)
 	if ch := d.GetChild(name); ch != nil {
 		if f, ok := ch.Operations().(*File); ok {
 			if f.markUnlinked() {
@@ -280,7 +372,7 @@ func (d *Dir) Unlink(ctx context.Context, name string) syscall.Errno {
 			}
 		}
 	}
-	st, err := d.fsys.stat(ctx, path, d.path)
+	st, err := d.fsys.stat(ctx, path, d.keyPath())
 	if err != nil {
 		return errno(err)
 	}
@@ -306,8 +398,9 @@ func (d *Dir) Create(ctx context.Context, name string, flags uint32, mode uint32
 	if en := nameErrno(name, syscall.EINVAL); en != 0 {
 		return nil, nil, 0, en
 	}
-	path := join(d.path, name)
+	path := join(d.keyPath(), name)
 	f := newFile(d.fsys, path, cache.Stat{Kind: cache.File, MTime: time.Now()})
+	f.createdWithMode(mode)
 	h, en := f.openWriter(flags, true)
 	if en != 0 {
 		return nil, nil, 0, en

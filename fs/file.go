@@ -155,7 +155,10 @@ func (f *File) truncate(ctx context.Context, fh gofs.FileHandle, size int64) sys
 	if size != 0 {
 		return syscall.ENOTSUP
 	}
-	etag, err := f.fsys.client.Put(ctx, key, nil, s3backend.PutOptions{})
+	f.mu.Lock()
+	meta := f.uploadMetaLocked()
+	f.mu.Unlock()
+	etag, err := f.fsys.client.Put(ctx, key, nil, s3backend.PutOptions{Meta: meta})
 	if err != nil {
 		return errno(err)
 	}

@@ -234,7 +234,10 @@ func (w *writer) sendPartLocked() syscall.Errno {
 		return syscall.EFBIG // unreachable below maxObjectSize; see partGrowth
 	}
 	if w.uploadID == "" {
-		id, err := w.fsys.client.CreateMultipart(context.Background(), w.file.key, nil)
+		w.file.mu.Lock()
+		meta := w.file.uploadMetaLocked()
+		w.file.mu.Unlock()
+		id, err := w.fsys.client.CreateMultipart(context.Background(), w.file.key, meta)
 		if err != nil {
 			w.fail(err)
 			return syscall.EIO
@@ -287,7 +290,10 @@ func (w *writer) commit(ctx context.Context) syscall.Errno {
 		if err := w.failure(); err != nil {
 			return syscall.EIO
 		}
-		etag, err := w.fsys.client.Put(ctx, key, w.buf, s3backend.PutOptions{})
+		w.file.mu.Lock()
+		meta := w.file.uploadMetaLocked()
+		w.file.mu.Unlock()
+		etag, err := w.fsys.client.Put(ctx, key, w.buf, s3backend.PutOptions{Meta: meta})
 		if err != nil {
 			w.fsys.log.Error("upload failed: the file is not in S3", "key", key, "size", w.size, "err", err)
 			w.fail(err)
