@@ -66,6 +66,7 @@ func TestLoadConnectionsFillsOptions(t *testing.T) {
 	// Only the fields a connection sets are compared.
 	got.PartSize, got.UploadConcurrency, got.CacheSize, got.BlockSize, got.MetadataTTL = 0, 0, 0, 0, 0
 	got.UID, got.GID, got.FileMode, got.DirMode, got.LogLevel = 0, 0, 0, 0, ""
+	got.MaxRenameObjects = 0
 	if fmt.Sprintf("%+v", got) != fmt.Sprintf("%+v", want) {
 		t.Errorf("applied options\n got %+v\nwant %+v", got, want)
 	}

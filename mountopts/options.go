@@ -105,6 +105,12 @@ type Options struct {
 	// kernel entry/attr timeout. Default 5 s.
 	MetadataTTL time.Duration
 
+	// MaxRenameObjects is the most objects (keys under the directory,
+	// its marker included) one directory rename moves with CopyObject and
+	// DeleteObject; beyond it rename(2) answers EXDEV and mv(1) copies
+	// instead. 0: every directory rename answers EXDEV. Default 10,000.
+	MaxRenameObjects int
+
 	// UID and GID own every file. Default: the mounting user's.
 	UID, GID uint32
 	// FileMode and DirMode are the permission bits of files and
@@ -140,6 +146,7 @@ func Default() Options {
 		CacheSize:         512 << 20,
 		BlockSize:         1 << 20,
 		MetadataTTL:       5 * time.Second,
+		MaxRenameObjects:  10000,
 		UID:               uint32(os.Getuid()),
 		GID:               uint32(os.Getgid()),
 		FileMode:          0o644,
@@ -341,6 +348,9 @@ func (o *Options) Validate() error {
 	}
 	if o.MetadataTTL < 0 {
 		bad("metadata-ttl", "%s is negative", o.MetadataTTL)
+	}
+	if o.MaxRenameObjects < 0 {
+		bad("max-rename-objects", "%d is negative", o.MaxRenameObjects)
 	}
 	if o.FileMode&^0o7777 != 0 {
 		bad("file-mode", "%o has bits outside 07777", o.FileMode)
