@@ -314,7 +314,8 @@ var _ gofs.NodeRmdirer = (*Dir)(nil)
 
 // Rmdir implements rmdir(2): ENOTEMPTY when any key other than the marker
 // lies under name/ (or a file is being written there), else DeleteObject of
-// the marker.
+// the marker. An implicit directory the kernel knows, now without keys,
+// is removed without a request.
 func (d *Dir) Rmdir(ctx context.Context, name string) syscall.Errno {
 	ctx = uninterruptible(ctx)
 	if d.fsys.cfg.ReadOnly {
@@ -345,6 +346,15 @@ func (d *Dir) Rmdir(ctx context.Context, name string) syscall.Errno {
 		return syscall.ENOTEMPTY
 	}
 	if !marker {
+		// An implicit directory (no marker) whose last key was just
+		// deleted, as `rm -r` does: it is gone from S3 already, and the
+		// kernel's entry goes now.
+		if ch := d.GetChild(name); ch != nil {
+			if _, ok := ch.Operations().(*Dir); ok {
+				d.fsys.meta.Put(path, cache.Stat{Kind: cache.Absent})
+				return 0
+			}
+		}
 		return syscall.ENOENT
 	}
 	if err := d.fsys.client.Delete(ctx, path+"/"); err != nil {

@@ -501,3 +501,22 @@ func TestSemanticsRenameOfAFileOpenForWriting(t *testing.T) {
 		t.Error("the old key still exists")
 	}
 }
+
+func TestSemanticsRmOfAnImplicitDirectory(t *testing.T) {
+	c := s3fake.New("bkt")
+	c.PutDirect("imp/a", []byte("x"))
+	mnt := mountFake(t, c, nil)
+	if _, err := os.ReadDir(filepath.Join(mnt, "imp")); err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Unlink(filepath.Join(mnt, "imp/a")); err != nil {
+		t.Fatal(err)
+	}
+	// What rm -r does next (os.RemoveAll would take ENOENT for success).
+	if err := syscall.Rmdir(filepath.Join(mnt, "imp")); err != nil {
+		t.Errorf("rmdir of a directory without a marker, emptied: %v", err)
+	}
+	if keys := c.Keys(); len(keys) != 0 {
+		t.Errorf("keys left: %q", keys)
+	}
+}
