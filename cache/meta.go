@@ -63,6 +63,15 @@ type Meta struct {
 	mu     sync.Mutex
 	items  map[string]metaItem  // guarded by mu
 	listed map[string]time.Time // dir path → expiry of its complete listing; guarded by mu
+	// versions: per path, what a HEAD learned of one version of the
+	// object, kept past the TTL (see PutVersion). Guarded by mu.
+	versions map[string]versionItem
+}
+
+type versionItem struct {
+	etag    string
+	lastMod time.Time // whole seconds
+	st      Stat
 }
 
 // NewMeta makes a cache whose entries live ttl and which holds about
@@ -72,7 +81,8 @@ func NewMeta(ttl time.Duration, maxEntries int, now func() time.Time) *Meta {
 	if now == nil {
 		now = time.Now
 	}
-	return &Meta{ttl: ttl, now: now, max: maxEntries, items: map[string]metaItem{}, listed: map[string]time.Time{}}
+	return &Meta{ttl: ttl, now: now, max: maxEntries, items: map[string]metaItem{}, listed: map[string]time.Time{},
+		versions: map[string]versionItem{}}
 }
 
 // TTL returns the time entries live.
@@ -87,6 +97,44 @@ func (m *Meta) Put(path string, st Stat) {
 	defer m.mu.Unlock()
 	m.pruneLocked()
 	m.items[path] = metaItem{st: st, expires: m.now().Add(m.ttl)}
+}
+
+// PutVersion remembers st, what a HeadObject of path answered for the
+// version with ETag etag and LastModified lastMod, beyond the TTL: a
+// listing naming the same ETag and LastModified (to the second) is the
+// same version, with the same user metadata, so Version answers it without
+// a HEAD. S3 gives every PutObject, CopyObject (a metadata rewrite too) and
+// CompleteMultipartUpload a new LastModified; only two changes made by
+// another client within one second of each other could go unseen, until
+// this mount writes the object or the entry is evicted. A zero TTL
+// disables it, like the rest of the cache.
+func (m *Meta) PutVersion(path, etag string, lastMod time.Time, st Stat) {
+	if m.ttl <= 0 || etag == "" || lastMod.IsZero() {
+		return
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.max > 0 && len(m.versions) >= m.max {
+		for k := range m.versions {
+			if len(m.versions) < m.max*3/4 {
+				break
+			}
+			delete(m.versions, k)
+		}
+	}
+	m.versions[path] = versionItem{etag: etag, lastMod: lastMod.Truncate(time.Second), st: st}
+}
+
+// Version returns what PutVersion kept of path for this ETag and
+// LastModified.
+func (m *Meta) Version(path, etag string, lastMod time.Time) (Stat, bool) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	v, ok := m.versions[path]
+	if !ok || v.etag != etag || !v.lastMod.Equal(lastMod.Truncate(time.Second)) {
+		return Stat{}, false
+	}
+	return v.st, true
 }
 
 // Get returns what is known of path while it is fresh.

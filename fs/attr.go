@@ -77,6 +77,14 @@ func statFromHead(info s3backend.ObjectInfo) cache.Stat {
 	return st
 }
 
+// learned turns a HEAD answer for path into a cache entry and remembers
+// it for that version of the object (cache.Meta.PutVersion).
+func (f *FS) learned(path string, info s3backend.ObjectInfo) cache.Stat {
+	st := statFromHead(info)
+	f.meta.PutVersion(path, info.ETag, info.LastModified, st)
+	return st
+}
+
 // parseMetaTime reads x-amz-meta-mtime: whole seconds since the epoch as
 // s3fs writes them, or seconds with a decimal fraction (up to nanoseconds;
 // rclone and newer s3fs versions write one).
@@ -140,13 +148,17 @@ type fileAttrs struct {
 	sent *time.Time
 	// user is the object's other user metadata, kept by metadata rewrites.
 	user map[string]string
+	// unsynced: a chmod/chown/utimes made while a writer was open has not
+	// reached S3 yet (no upload has carried it since); flushMeta stores it.
+	unsynced bool
 }
 
 // fromStat takes in the attributes a HEAD learned. A listing's entry
-// (MetaKnown false) carries none: what the node knows stays.
+// (MetaKnown false) carries none, and attributes not yet stored
+// (unsynced) are newer: what the node knows stays.
 func (a *fileAttrs) fromStat(st cache.Stat) {
-	if !st.MetaKnown {
-		return
+	if !st.MetaKnown || a.unsynced {
+		return // a listing's entry, or the node holds newer values
 	}
 	a.mode, a.uid, a.gid, a.mtimeSet, a.stored = nil, nil, nil, nil, nil
 	if st.Mode != 0 {
@@ -180,7 +192,9 @@ func (a *fileAttrs) committed() {
 	if a.sent != nil {
 		a.stored, a.sent = a.sent, nil
 	}
-	a.mtimeSet = nil
+	if !a.unsynced {
+		a.mtimeSet = nil // else newer than what the upload carried
+	}
 }
 
 // ownerLocked returns the permission bits, uid and gid the file shows.
@@ -221,6 +235,7 @@ func (f *File) uploadMetaLocked() map[string]string {
 		mtime = *f.attr.mtimeSet
 	}
 	f.attr.sent = &mtime
+	f.attr.unsynced = false
 	perm, uid, gid := f.ownerLocked()
 	return encodeMeta(nil, sIFREG, perm, uid, gid, mtime)
 }
@@ -300,6 +315,7 @@ func (f *File) Setattr(ctx context.Context, fh gofs.FileHandle, in *fuse.SetAttr
 		if hasMTime {
 			f.attr.mtimeSet = &t
 		}
+		f.attr.unsynced = true
 		f.mu.Unlock()
 		f.fillAttr(&out.Attr)
 		return 0
@@ -333,6 +349,41 @@ func (f *File) Setattr(ctx context.Context, fh gofs.FileHandle, in *fuse.SetAttr
 	f.mu.Unlock()
 	f.fsys.meta.Put(key, st)
 	f.fillAttr(&out.Attr)
+	return 0
+}
+
+// flushMeta stores attributes set while a writer was open that no upload
+// has carried (the commit had taken its metadata already: a multipart
+// upload takes it at CreateMultipartUpload, and `tar x` or rsync may
+// chmod or utimes by path after close(2) but before the handle's release):
+// one CopyObject onto the object as Setattr does. The writer calls it once
+// its handle is released (after writerClosed), without f.mu held.
+func (f *File) flushMeta(ctx context.Context) syscall.Errno {
+	f.mu.Lock()
+	if !f.attr.unsynced || f.writer != nil || f.unlinked || f.etag == "" {
+		f.mu.Unlock()
+		return 0
+	}
+	f.attr.unsynced = false
+	perm, uid, gid := f.ownerLocked()
+	mtime := f.mtimeLocked().Truncate(time.Second)
+	key, etag, size, user := f.key, f.etag, f.size, f.attr.user
+	f.mu.Unlock()
+	meta := encodeMeta(user, sIFREG, perm, uid, gid, mtime)
+	newETag, err := f.fsys.client.Copy(ctx, key, key, s3backend.CopyOptions{SrcETag: etag, Meta: meta, Size: size})
+	if err != nil {
+		f.fsys.log.Error("attributes set while the file was open could not be stored (CopyObject onto itself)",
+			"key", key, "err", err)
+		return errno(err)
+	}
+	st := statOfMeta(size, newETag, meta)
+	f.mu.Lock()
+	if f.etag == etag {
+		f.etag, f.mtime, f.fetched = newETag, mtime, time.Now()
+		f.attr.fromStat(st)
+	}
+	f.mu.Unlock()
+	f.fsys.meta.Put(key, st)
 	return 0
 }
 

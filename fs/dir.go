@@ -154,6 +154,7 @@ func (d *Dir) Readdir(ctx context.Context) (gofs.DirStream, syscall.Errno) {
 	dir := d.keyPath()
 	prefix := dirPrefix(dir)
 	kinds := map[string]cache.Stat{}
+	lastMod := map[string]time.Time{} // of the listed files
 	token := ""
 	for {
 		page, err := d.fsys.client.List(ctx, prefix, "/", token, 1000)
@@ -183,13 +184,14 @@ func (d *Dir) Readdir(ctx context.Context) (gofs.DirStream, syscall.Errno) {
 			}
 			kinds[name] = cache.Stat{Kind: cache.File, Size: o.Size, ETag: o.ETag,
 				MTime: o.LastModified.Truncate(time.Second)}
+			lastMod[name] = o.LastModified
 		}
 		if page.NextToken == "" {
 			break
 		}
 		token = page.NextToken
 	}
-	d.fillMeta(ctx, dir, kinds)
+	d.fillMeta(ctx, dir, kinds, lastMod)
 	for name, st := range kinds {
 		p := join(dir, name)
 		if st.Kind == cache.Dir && st.MTime.IsZero() {
@@ -232,10 +234,11 @@ func (d *Dir) Readdir(ctx context.Context) (gofs.DirStream, syscall.Errno) {
 
 // fillMeta replaces the listed file entries of kinds by what HeadObject
 // says of them (statFromHead), in parallel under the mount's HEAD limit.
-// An entry the cache already holds with its metadata for the same ETag
-// costs nothing. A file gone since the listing (404) is dropped; other
+// An entry the cache already holds with its metadata for the same ETag,
+// or whose version (ETag and LastModified) a HEAD already described
+// (cache.Meta.PutVersion), costs nothing. A file gone since the listing (404) is dropped; other
 // failures keep the listing's entry, whose metadata a lookup will fetch.
-func (d *Dir) fillMeta(ctx context.Context, dir string, kinds map[string]cache.Stat) {
+func (d *Dir) fillMeta(ctx context.Context, dir string, kinds map[string]cache.Stat, lastMod map[string]time.Time) {
 	var (
 		mu    sync.Mutex
 		wg    sync.WaitGroup
@@ -251,6 +254,10 @@ func (d *Dir) fillMeta(ctx context.Context, dir string, kinds map[string]cache.S
 			kinds[name] = old
 			continue
 		}
+		if old, ok := d.fsys.meta.Version(p, st.ETag, lastMod[name]); ok {
+			kinds[name] = old
+			continue
+		}
 		wg.Add(1)
 		d.fsys.heads <- struct{}{}
 		go func() {
@@ -261,7 +268,7 @@ func (d *Dir) fillMeta(ctx context.Context, dir string, kinds map[string]cache.S
 			defer mu.Unlock()
 			switch {
 			case err == nil:
-				heads[name] = statFromHead(info)
+				heads[name] = d.fsys.learned(p, info)
 			case errors.Is(err, s3backend.ErrNotFound):
 				gone = append(gone, name)
 			default:

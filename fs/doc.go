@@ -26,6 +26,21 @@
 // when it stays under one part, a single PutObject; the object is committed
 // at flush, fsync and release, and a failed commit returns EIO.
 //
+// # Metadata
+//
+// attr.go: mode, uid, gid and mtime are the object's x-amz-meta-mode, -uid,
+// -gid and -mtime, as s3fs writes them; symlinks (symlink.go) are objects
+// whose body is the target and whose mode says S_IFLNK. Listings carry no
+// user metadata, so Readdir HEADs the files it lists (32 at a time per
+// mount) unless the stat cache holds them for the same ETag; every path
+// that fills the stat cache thus shows the same attributes.
+//
+// # Rename
+//
+// rename.go: a file is CopyObject + DeleteObject; a directory moves every
+// key under its prefix, up to Config.MaxRenameObjects (EXDEV beyond), and
+// re-keys the nodes of its subtree (Dir.path is mutable, under Dir.mu).
+//
 // # Locks
 //
 // Lock order: writer.mu before File.mu. Dir.mu is never held with another.

@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -518,5 +519,85 @@ func TestSemanticsRmOfAnImplicitDirectory(t *testing.T) {
 	}
 	if keys := c.Keys(); len(keys) != 0 {
 		t.Errorf("keys left: %q", keys)
+	}
+}
+
+func TestSemanticsSetattrDuringAMultipartUploadReachesS3(t *testing.T) {
+	c := s3fake.New("bkt")
+	mnt := mountFake(t, c, nil)
+	f, err := os.Create(filepath.Join(mnt, "big"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.Write(randBytes(6<<20, 3)); err != nil { // past one part: CreateMultipartUpload is sent
+		t.Fatal(err)
+	}
+	if err := f.Chmod(0o700); err != nil {
+		t.Fatal(err)
+	}
+	when := time.Date(2005, 5, 5, 5, 5, 5, 0, time.UTC)
+	if err := os.Chtimes(f.Name(), when, when); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Close(); err != nil {
+		t.Fatal(err)
+	}
+	// The handle's release, which stores them, follows close(2).
+	want := map[string]string{"mode": strconv.Itoa(syscall.S_IFREG | 0o700), "mtime": strconv.FormatInt(when.Unix(), 10)}
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		m := c.Meta("big")
+		if m["mode"] == want["mode"] && m["mtime"] == want["mtime"] {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("metadata after close: %v, want %v", m, want)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if got, _ := c.Object("big"); !bytes.Equal(got, randBytes(6<<20, 3)) {
+		t.Error("content changed by the metadata rewrite")
+	}
+}
+
+func TestSemanticsListingReusesMetadataOfTheSameVersion(t *testing.T) {
+	c := s3fake.New("bkt")
+	for i := 0; i < 5; i++ {
+		s3fsObject(c, fmt.Sprintf("d/f%d", i), []byte("x"), syscall.S_IFREG|0o640, 1, 1, 1234567890)
+	}
+	var fileHeads atomic.Int32 // HEADs of the files (lookups of d HEAD "d" too)
+	c.SetFail(func(op, key string) error {
+		if op == "HeadObject" && strings.HasPrefix(key, "d/f") {
+			fileHeads.Add(1)
+		}
+		return nil
+	})
+	mnt := mountFake(t, c, func(cfg *Config) { cfg.Meta = cache.NewMeta(50*time.Millisecond, 1000, nil) })
+	dir := filepath.Join(mnt, "d")
+	if _, err := os.ReadDir(dir); err != nil {
+		t.Fatal(err)
+	}
+	if n := int(fileHeads.Load()); n != 5 {
+		t.Errorf("first readdir: %d HEADs, want 5", n)
+	}
+	time.Sleep(100 * time.Millisecond) // past the TTL
+	if _, err := os.ReadDir(dir); err != nil {
+		t.Fatal(err)
+	}
+	if n := int(fileHeads.Load()); n != 5 {
+		t.Errorf("readdir past the TTL of unchanged objects: %d HEADs in all, want still 5", n)
+	}
+	// Another client rewrites one object (a new LastModified).
+	time.Sleep(1100 * time.Millisecond)
+	s3fsObject(c, "d/f3", []byte("x"), syscall.S_IFREG|0o600, 1, 1, 1234567890)
+	time.Sleep(100 * time.Millisecond)
+	if _, err := os.ReadDir(dir); err != nil {
+		t.Fatal(err)
+	}
+	if n := int(fileHeads.Load()); n != 6 {
+		t.Errorf("readdir after one object changed: %d HEADs in all, want 6", n)
+	}
+	if st := statT(t, filepath.Join(dir, "f3")); st.Mode != syscall.S_IFREG|0o600 {
+		t.Errorf("changed object shows mode %o, want 100600", st.Mode)
 	}
 }

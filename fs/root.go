@@ -209,7 +209,7 @@ func (f *FS) stat(ctx context.Context, path, parent string) (cache.Stat, error) 
 			info, err := f.client.Head(ctx, path)
 			switch {
 			case err == nil:
-				st = statFromHead(info)
+				st = f.learned(path, info)
 				f.meta.Put(path, st)
 				return st, nil
 			case errors.Is(err, s3backend.ErrNotFound):
@@ -244,7 +244,7 @@ func (f *FS) stat(ctx context.Context, path, parent string) (cache.Stat, error) 
 		return st, nil
 	}
 	if h.err == nil {
-		st := statFromHead(h.info)
+		st := f.learned(path, h.info)
 		if lerr != nil {
 			// The file is certain; whether it is also a directory is
 			// not. Answer with the file, but do not cache the guess.

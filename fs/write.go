@@ -375,6 +375,7 @@ func (w *writer) release(ctx context.Context) {
 	}
 	w.mu.Unlock()
 	w.file.writerClosed(w)
+	w.file.flushMeta(ctx)
 }
 
 // handle is an open file: a reader, a writer, or both (O_RDWR).
