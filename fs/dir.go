@@ -142,9 +142,10 @@ var _ gofs.NodeReaddirer = (*Dir)(nil)
 const headConcurrency = 32
 
 // Readdir implements FUSE READDIR(PLUS): ListObjectsV2 with delimiter "/",
-// paged past 1,000 keys, then a HeadObject of every file whose metadata
-// the cache does not hold for the ETag listed, headConcurrency at a time
-// across the mount: a listing carries no user metadata, and mode, owner,
+// paged past 1,000 keys, and, while the pages come, a HeadObject of every
+// listed file whose metadata the cache does not hold (metaFetch),
+// headConcurrency at a time across the mount: a listing carries no user
+// metadata, and mode, owner,
 // mtime and whether an object is a symlink live there (attr.go). Every
 // entry goes into the metadata cache, so the lookups of `ls -l` and
 // readdirplus cost no request, and stat shows the same whichever of a
@@ -154,11 +155,12 @@ func (d *Dir) Readdir(ctx context.Context) (gofs.DirStream, syscall.Errno) {
 	dir := d.keyPath()
 	prefix := dirPrefix(dir)
 	kinds := map[string]cache.Stat{}
-	lastMod := map[string]time.Time{} // of the listed files
+	mf := d.newMetaFetch(ctx)
 	token := ""
 	for {
 		page, err := d.fsys.client.List(ctx, prefix, "/", token, 1000)
 		if err != nil {
+			mf.finish(nil)
 			return nil, errno(err)
 		}
 		for _, p := range page.Prefixes {
@@ -182,16 +184,16 @@ func (d *Dir) Readdir(ctx context.Context) (gofs.DirStream, syscall.Errno) {
 			if st, ok := kinds[name]; ok && st.Kind == cache.Dir {
 				continue // a directory of the same name wins
 			}
-			kinds[name] = cache.Stat{Kind: cache.File, Size: o.Size, ETag: o.ETag,
-				MTime: o.LastModified.Truncate(time.Second)}
-			lastMod[name] = o.LastModified
+			st := cache.Stat{Kind: cache.File, Size: o.Size, ETag: o.ETag, MTime: o.LastModified.Truncate(time.Second)}
+			kinds[name] = st
+			mf.add(name, join(dir, name), st, o.LastModified)
 		}
 		if page.NextToken == "" {
 			break
 		}
 		token = page.NextToken
 	}
-	d.fillMeta(ctx, dir, kinds, lastMod)
+	mf.finish(kinds)
 	for name, st := range kinds {
 		p := join(dir, name)
 		if st.Kind == cache.Dir && st.MTime.IsZero() {
@@ -232,56 +234,92 @@ func (d *Dir) Readdir(ctx context.Context) (gofs.DirStream, syscall.Errno) {
 	return gofs.NewListDirStream(list), 0
 }
 
-// fillMeta replaces the listed file entries of kinds by what HeadObject
-// says of them (statFromHead), in parallel under the mount's HEAD limit.
-// An entry the cache already holds with its metadata for the same ETag,
-// or whose version (ETag and LastModified) a HEAD already described
-// (cache.Meta.PutVersion), costs nothing. A file gone since the listing (404) is dropped; other
-// failures keep the listing's entry, whose metadata a lookup will fetch.
-func (d *Dir) fillMeta(ctx context.Context, dir string, kinds map[string]cache.Stat, lastMod map[string]time.Time) {
-	var (
-		mu    sync.Mutex
-		wg    sync.WaitGroup
-		heads = map[string]cache.Stat{} // guarded by mu
-		gone  []string                  // guarded by mu
-	)
-	for name, st := range kinds {
-		if st.Kind != cache.File {
-			continue
-		}
-		p := join(dir, name)
-		if old, ok := d.fsys.meta.Get(p); ok && old.Kind == cache.File && old.MetaKnown && old.ETag == st.ETag {
-			kinds[name] = old
-			continue
-		}
-		if old, ok := d.fsys.meta.Version(p, st.ETag, lastMod[name]); ok {
-			kinds[name] = old
-			continue
-		}
-		wg.Add(1)
-		d.fsys.heads <- struct{}{}
-		go func() {
-			defer wg.Done()
-			info, err := d.fsys.client.Head(ctx, p)
-			<-d.fsys.heads
-			mu.Lock()
-			defer mu.Unlock()
-			switch {
-			case err == nil:
-				heads[name] = d.fsys.learned(p, info)
-			case errors.Is(err, s3backend.ErrNotFound):
-				gone = append(gone, name)
-			default:
-				d.fsys.log.Debug("readdir: HEAD failed; the entry shows the mount's defaults until a lookup", "key", p, "err", err)
-			}
-		}()
+// metaFetch learns the metadata of a listing's files while the listing
+// goes on: a file whose metadata the cache holds for the same ETag, or
+// whose version (ETag and LastModified) a HEAD already described
+// (cache.Meta.PutVersion), costs nothing; the others get a HeadObject, from
+// at most headConcurrency workers per listing, each HEAD also holding one
+// of the mount's FS.heads slots.
+type metaFetch struct {
+	d       *Dir
+	ctx     context.Context
+	jobs    chan metaJob
+	started int // workers started; only the listing goroutine touches it
+	wg      sync.WaitGroup
+
+	mu    sync.Mutex
+	known map[string]cache.Stat // guarded by mu; name → what is known
+	gone  map[string]bool       // guarded by mu; deleted since listed (404)
+}
+
+type metaJob struct{ name, path string }
+
+func (d *Dir) newMetaFetch(ctx context.Context) *metaFetch {
+	return &metaFetch{d: d, ctx: ctx, jobs: make(chan metaJob, 1000), known: map[string]cache.Stat{}, gone: map[string]bool{}}
+}
+
+// add asks for the metadata of the listed file name (key path, listed
+// as st with LastModified lastMod).
+func (m *metaFetch) add(name, path string, st cache.Stat, lastMod time.Time) {
+	meta := m.d.fsys.meta
+	if old, ok := meta.Get(path); ok && old.Kind == cache.File && old.MetaKnown && old.ETag == st.ETag {
+		m.record(name, old)
+		return
 	}
-	wg.Wait()
-	for name, st := range heads {
-		kinds[name] = st
+	if old, ok := meta.Version(path, st.ETag, lastMod); ok {
+		m.record(name, old)
+		return
 	}
-	for _, name := range gone {
-		delete(kinds, name)
+	if m.started < headConcurrency {
+		m.started++
+		m.wg.Add(1)
+		go m.worker()
+	}
+	m.jobs <- metaJob{name, path}
+}
+
+func (m *metaFetch) record(name string, st cache.Stat) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.known[name] = st
+}
+
+func (m *metaFetch) worker() {
+	defer m.wg.Done()
+	fsys := m.d.fsys
+	for j := range m.jobs {
+		fsys.heads <- struct{}{}
+		info, err := fsys.client.Head(m.ctx, j.path)
+		<-fsys.heads
+		switch {
+		case err == nil:
+			m.record(j.name, fsys.learned(j.path, info))
+		case errors.Is(err, s3backend.ErrNotFound):
+			m.mu.Lock()
+			m.gone[j.name] = true
+			m.mu.Unlock()
+		default:
+			fsys.log.Debug("readdir: HEAD failed; the entry shows the mount's defaults until a lookup", "key", j.path, "err", err)
+		}
+	}
+}
+
+// finish waits for the HEADs and puts what they learned into the file
+// entries of kinds (nil: just wait). A file gone since the listing is
+// dropped; one whose HEAD failed keeps the listing's entry (MetaKnown
+// false), whose metadata a lookup fetches.
+func (m *metaFetch) finish(kinds map[string]cache.Stat) {
+	close(m.jobs)
+	m.wg.Wait()
+	for name, st := range m.known {
+		if k, ok := kinds[name]; ok && k.Kind == cache.File {
+			kinds[name] = st
+		}
+	}
+	for name := range m.gone {
+		if k, ok := kinds[name]; ok && k.Kind == cache.File {
+			delete(kinds, name)
+		}
 	}
 }
 
