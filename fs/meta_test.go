@@ -601,3 +601,31 @@ func TestSemanticsListingReusesMetadataOfTheSameVersion(t *testing.T) {
 		t.Errorf("changed object shows mode %o, want 100600", st.Mode)
 	}
 }
+
+func TestSemanticsRenameOverAFileBeingWritten(t *testing.T) {
+	c := s3fake.New("bkt")
+	c.PutDirect("src", []byte("renamed content"))
+	mnt := mountFake(t, c, nil)
+	w, err := os.Create(filepath.Join(mnt, "dst"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := w.Write([]byte("written through a descriptor of the replaced file")); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(filepath.Join(mnt, "src"), filepath.Join(mnt, "dst")); err != nil {
+		t.Fatal(err)
+	}
+	// As on a local filesystem, the descriptor refers to the replaced
+	// (now unlinked) file: closing it must not overwrite the new dst.
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(100 * time.Millisecond) // the release follows close(2)
+	if got, _ := c.Object("dst"); string(got) != "renamed content" {
+		t.Errorf("dst = %q, want the renamed file's content", got)
+	}
+	if got, err := os.ReadFile(filepath.Join(mnt, "dst")); err != nil || string(got) != "renamed content" {
+		t.Errorf("read dst: %q, %v", got, err)
+	}
+}

@@ -104,6 +104,7 @@ func (d *Dir) Rename(ctx context.Context, name string, newParent gofs.InodeEmbed
 		pending.renamed(dst, "")
 		d.fsys.meta.Put(src, cache.Stat{Kind: cache.Absent})
 		d.fsys.meta.Put(dst, cache.Stat{Kind: cache.File, MTime: time.Now()})
+		d.replaced(nd, newName, node)
 		return 0
 	}
 	newSt, err := d.copyFile(ctx, src, srcDir, dst, st)
@@ -126,15 +127,26 @@ func (d *Dir) Rename(ctx context.Context, name string, newParent gofs.InodeEmbed
 			n.renamed(dst, newSt.ETag)
 		}
 	}
-	// The replaced file's inode leaves the tree (go-fuse moves ours over
-	// it); drop whatever pages the kernel kept of it, asynchronously since
-	// the kernel holds the directories' locks during this request.
-	if old := nd.GetChild(newName); old != nil && old != node {
-		if f, ok := old.Operations().(*File); ok {
-			go f.NotifyContent(0, 0)
-		}
-	}
+	d.replaced(nd, newName, node)
 	return 0
+}
+
+// replaced handles the file that a rename onto nd/newName replaced (if the
+// kernel knew it): like a local file it is unlinked, so that a writer
+// still open on it does not upload over the renamed object, and the pages
+// the kernel kept of it are dropped (asynchronously: the kernel holds the
+// directories' locks during the rename).
+func (d *Dir) replaced(nd *Dir, newName string, moved *gofs.Inode) {
+	old := nd.GetChild(newName)
+	if old == nil || old == moved {
+		return
+	}
+	if f, ok := old.Operations().(*File); ok {
+		if f.writing() {
+			f.markUnlinked()
+		}
+		go f.NotifyContent(0, 0)
+	}
 }
 
 // copyFile copies the object src (as st describes it) to dst and returns
