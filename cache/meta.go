@@ -125,6 +125,15 @@ func (m *Meta) PutVersion(path, etag string, lastMod time.Time, st Stat) {
 	m.versions[path] = versionItem{etag: etag, lastMod: lastMod.Truncate(time.Second), st: st}
 }
 
+// ForgetVersion drops what PutVersion kept of path: this mount is
+// rewriting the object, possibly within the second of the version kept
+// and with the same ETag (a metadata rewrite keeps the content).
+func (m *Meta) ForgetVersion(path string) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	delete(m.versions, path)
+}
+
 // Version returns what PutVersion kept of path for this ETag and
 // LastModified.
 func (m *Meta) Version(path, etag string, lastMod time.Time) (Stat, bool) {

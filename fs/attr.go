@@ -236,6 +236,7 @@ func (f *File) uploadMetaLocked() map[string]string {
 	}
 	f.attr.sent = &mtime
 	f.attr.unsynced = false
+	f.fsys.meta.ForgetVersion(f.key)
 	perm, uid, gid := f.ownerLocked()
 	return encodeMeta(nil, sIFREG, perm, uid, gid, mtime)
 }
@@ -337,6 +338,7 @@ func (f *File) Setattr(ctx context.Context, fh gofs.FileHandle, in *fuse.SetAttr
 	key, etag, size, user := f.key, f.etag, f.size, f.attr.user
 	f.mu.Unlock()
 	meta := encodeMeta(user, sIFREG, perm, uid, gid, mtime)
+	f.fsys.meta.ForgetVersion(key)
 	newETag, err := f.fsys.client.Copy(ctx, key, key, s3backend.CopyOptions{SrcETag: etag, Meta: meta, Size: size})
 	if err != nil {
 		f.fsys.log.Warn("metadata rewrite (CopyObject onto itself) failed", "key", key, "err", err)
@@ -370,6 +372,7 @@ func (f *File) flushMeta(ctx context.Context) syscall.Errno {
 	key, etag, size, user := f.key, f.etag, f.size, f.attr.user
 	f.mu.Unlock()
 	meta := encodeMeta(user, sIFREG, perm, uid, gid, mtime)
+	f.fsys.meta.ForgetVersion(key)
 	newETag, err := f.fsys.client.Copy(ctx, key, key, s3backend.CopyOptions{SrcETag: etag, Meta: meta, Size: size})
 	if err != nil {
 		f.fsys.log.Error("attributes set while the file was open could not be stored (CopyObject onto itself)",

@@ -629,3 +629,29 @@ func TestSemanticsRenameOverAFileBeingWritten(t *testing.T) {
 		t.Errorf("read dst: %q, %v", got, err)
 	}
 }
+
+func TestSemanticsChmodWithinTheSecondOfAListingIsNotForgotten(t *testing.T) {
+	c := s3fake.New("bkt")
+	mnt := mountFake(t, c, func(cfg *Config) { cfg.Meta = cache.NewMeta(50*time.Millisecond, 1000, nil) })
+	p := filepath.Join(mnt, "d", "f")
+	if err := os.Mkdir(filepath.Dir(p), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(p, []byte("x"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(100 * time.Millisecond)
+	if _, err := os.ReadDir(filepath.Dir(p)); err != nil { // HEAD: version (ETag, second) with 0644
+		t.Fatal(err)
+	}
+	if err := os.Chmod(p, 0o600); err != nil { // same content, same ETag, maybe the same second
+		t.Fatal(err)
+	}
+	time.Sleep(100 * time.Millisecond)
+	if _, err := os.ReadDir(filepath.Dir(p)); err != nil {
+		t.Fatal(err)
+	}
+	if st := statT(t, p); st.Mode != syscall.S_IFREG|0o600 {
+		t.Errorf("after chmod and a listing: mode %o, want 100600", st.Mode)
+	}
+}
