@@ -45,6 +45,10 @@ type Stat struct {
 	// case without the prefix), so that a CopyObject with REPLACE keeps
 	// the ones s3mount does not interpret. nil unless MetaKnown.
 	UserMeta map[string]string
+	// Own: the fields above come from the file node of this mount that
+	// wrote them (not from a HEAD), so giving them back to it changes
+	// nothing.
+	Own bool
 }
 
 type metaItem struct {

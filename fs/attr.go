@@ -151,16 +151,23 @@ type fileAttrs struct {
 	// unsynced: a chmod/chown/utimes made while a writer was open has not
 	// reached S3 yet (no upload has carried it since); flushMeta stores it.
 	unsynced bool
+	// own: this mount wrote the metadata of the version the node holds
+	// (its upload or metadata rewrite), so the node knows it without a
+	// HEAD; ownLM is that version's LastModified (whole seconds) as the
+	// first listing after the write showed it, zero until then.
+	own   bool
+	ownLM time.Time
 }
 
 // fromStat takes in the attributes a HEAD learned. A listing's entry
 // (MetaKnown false) carries none, and attributes not yet stored
 // (unsynced) are newer: what the node knows stays.
 func (a *fileAttrs) fromStat(st cache.Stat) {
-	if !st.MetaKnown || a.unsynced {
-		return // a listing's entry, or the node holds newer values
+	if !st.MetaKnown || a.unsynced || st.Own {
+		return // a listing's entry, or the node holds these or newer values
 	}
 	a.mode, a.uid, a.gid, a.mtimeSet, a.stored = nil, nil, nil, nil, nil
+	a.own, a.ownLM = false, time.Time{}
 	if st.Mode != 0 {
 		m := st.Mode & 0o7777
 		a.mode = &m
@@ -189,6 +196,7 @@ func (a *fileAttrs) fromStat(st cache.Stat) {
 // committed records that new content was committed: the mtime its upload
 // carried is what S3 now stores.
 func (a *fileAttrs) committed() {
+	a.own, a.ownLM = a.sent != nil, time.Time{}
 	if a.sent != nil {
 		a.stored, a.sent = a.sent, nil
 	}
@@ -248,6 +256,38 @@ func (f *File) createdWithMode(mode uint32) {
 	defer f.mu.Unlock()
 	m := mode & 0o7777
 	f.attr.mode = &m
+}
+
+// ownVersion answers for a listing that names the file's object with
+// ETag etag and LastModified lastMod: when the node holds that version and
+// this mount wrote its metadata (fileAttrs.own), the entry a HEAD would
+// give, without the HEAD. The first listing after the write pins the
+// version's LastModified; a later one with another LastModified (a
+// metadata rewrite elsewhere keeps the ETag but not the LastModified)
+// gets no answer. Another client's rewrite between this mount's write and
+// its first listing goes unseen while the node lives.
+func (f *File) ownVersion(etag string, lastMod time.Time) (cache.Stat, bool) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if !f.attr.own || f.attr.unsynced || f.writer != nil || f.unlinked || f.etag == "" || f.etag != etag {
+		return cache.Stat{}, false
+	}
+	lm := lastMod.Truncate(time.Second)
+	if f.attr.ownLM.IsZero() {
+		f.attr.ownLM = lm
+	} else if !f.attr.ownLM.Equal(lm) {
+		return cache.Stat{}, false
+	}
+	perm, uid, gid := f.ownerLocked()
+	mtime := f.mtimeLocked()
+	user := map[string]string{}
+	for k, v := range f.attr.user {
+		user[k] = v
+	}
+	meta := encodeMeta(user, sIFREG, perm, uid, gid, mtime)
+	st := statOfMeta(f.size, etag, meta)
+	st.MTime, st.Own = mtime, true
+	return st, true
 }
 
 // fillAttr fills out from what the node knows; a writer's size wins.
@@ -348,6 +388,7 @@ func (f *File) Setattr(ctx context.Context, fh gofs.FileHandle, in *fuse.SetAttr
 	f.mu.Lock()
 	f.etag, f.mtime, f.fetched = newETag, mtime, time.Now()
 	f.attr.fromStat(st)
+	f.attr.own = true
 	f.mu.Unlock()
 	f.fsys.meta.Put(key, st)
 	f.fillAttr(&out.Attr)
@@ -384,6 +425,7 @@ func (f *File) flushMeta(ctx context.Context) syscall.Errno {
 	if f.etag == etag {
 		f.etag, f.mtime, f.fetched = newETag, mtime, time.Now()
 		f.attr.fromStat(st)
+		f.attr.own = true
 	}
 	f.mu.Unlock()
 	f.fsys.meta.Put(key, st)

@@ -235,9 +235,10 @@ func (d *Dir) Readdir(ctx context.Context) (gofs.DirStream, syscall.Errno) {
 }
 
 // metaFetch learns the metadata of a listing's files while the listing
-// goes on: a file whose metadata the cache holds for the same ETag, or
-// whose version (ETag and LastModified) a HEAD already described
-// (cache.Meta.PutVersion), costs nothing; the others get a HeadObject, from
+// goes on: a file whose metadata the cache holds for the same ETag, whose
+// version (ETag and LastModified) a HEAD already described
+// (cache.Meta.PutVersion), or whose node holds the version this mount
+// wrote (File.ownVersion) costs nothing; the others get a HeadObject, from
 // at most headConcurrency workers per listing, each HEAD also holding one
 // of the mount's FS.heads slots.
 type metaFetch struct {
@@ -269,6 +270,14 @@ func (m *metaFetch) add(name, path string, st cache.Stat, lastMod time.Time) {
 	if old, ok := meta.Version(path, st.ETag, lastMod); ok {
 		m.record(name, old)
 		return
+	}
+	if ch := m.d.GetChild(name); ch != nil {
+		if f, ok := ch.Operations().(*File); ok {
+			if own, ok := f.ownVersion(st.ETag, lastMod); ok {
+				m.record(name, own)
+				return
+			}
+		}
 	}
 	if m.started < headConcurrency {
 		m.started++

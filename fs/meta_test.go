@@ -655,3 +655,54 @@ func TestSemanticsChmodWithinTheSecondOfAListingIsNotForgotten(t *testing.T) {
 		t.Errorf("after chmod and a listing: mode %o, want 100600", st.Mode)
 	}
 }
+
+func TestSemanticsListingOfFilesThisMountWroteNeedsNoHEAD(t *testing.T) {
+	c := s3fake.New("bkt")
+	var fileHeads atomic.Int32
+	c.SetFail(func(op, key string) error {
+		if op == "HeadObject" && strings.HasPrefix(key, "d/f") {
+			fileHeads.Add(1)
+		}
+		return nil
+	})
+	mnt := mountFake(t, c, func(cfg *Config) { cfg.Meta = cache.NewMeta(50*time.Millisecond, 1000, nil) })
+	dir := filepath.Join(mnt, "d")
+	if err := os.Mkdir(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 5; i++ {
+		if err := os.WriteFile(filepath.Join(dir, fmt.Sprintf("f%d", i)), []byte("x"), 0o640); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.Chmod(filepath.Join(dir, "f0"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(100 * time.Millisecond) // the releases, and past the TTL
+	fileHeads.Store(0)                 // the creates' lookups HEAD the new names
+	for i := 0; i < 2; i++ {
+		if _, err := os.ReadDir(dir); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if n := fileHeads.Load(); n != 0 {
+		t.Errorf("listing files this mount wrote made %d HEADs, want 0", n)
+	}
+	if st := statT(t, filepath.Join(dir, "f0")); st.Mode != syscall.S_IFREG|0o600 {
+		t.Errorf("f0 mode %o, want 100600", st.Mode)
+	}
+	// Another client rewrites f1's metadata (a new LastModified).
+	time.Sleep(1100 * time.Millisecond)
+	s3fsObject(c, "d/f1", []byte("x"), syscall.S_IFREG|0o604, 1, 1, 1234567890)
+	time.Sleep(100 * time.Millisecond)
+	if _, err := os.ReadDir(dir); err != nil {
+		t.Fatal(err)
+	}
+	if n := fileHeads.Load(); n < 1 {
+		t.Errorf("after another client's change: %d HEADs, want the listing's HEAD of f1", n)
+	}
+	if st := statT(t, filepath.Join(dir, "f1")); st.Mode != syscall.S_IFREG|0o604 || st.Mtim.Sec != 1234567890 {
+		t.Errorf("f1 after another client's change: mode %o mtime %d", st.Mode, st.Mtim.Sec)
+	}
+}
