@@ -384,6 +384,9 @@ func (f *File) Setattr(ctx context.Context, fh gofs.FileHandle, in *fuse.SetAttr
 		f.fsys.log.Warn("metadata rewrite (CopyObject onto itself) failed", "key", key, "err", err)
 		return errno(err)
 	}
+	if newETag == "" {
+		newETag = etag // a CopyObject answer without an ETag: the content is unchanged
+	}
 	st := statOfMeta(size, newETag, meta)
 	f.mu.Lock()
 	f.etag, f.mtime, f.fetched = newETag, mtime, time.Now()
@@ -419,6 +422,9 @@ func (f *File) flushMeta(ctx context.Context) syscall.Errno {
 		f.fsys.log.Error("attributes set while the file was open could not be stored (CopyObject onto itself)",
 			"key", key, "err", err)
 		return errno(err)
+	}
+	if newETag == "" {
+		newETag = etag // a CopyObject answer without an ETag: the content is unchanged
 	}
 	st := statOfMeta(size, newETag, meta)
 	f.mu.Lock()

@@ -255,6 +255,12 @@ func TestSemanticsSymlinks(t *testing.T) {
 	if got, err := os.Readlink(filepath.Join(mnt, "link2")); err != nil || got != "some/target file" {
 		t.Errorf("readlink after rename: %q, %v", got, err)
 	}
+	if err := os.Remove(filepath.Join(mnt, "link2")); err != nil {
+		t.Errorf("rm of a symlink: %v", err)
+	}
+	if _, ok := c.Object("link2"); ok {
+		t.Error("the removed symlink's object is still there")
+	}
 }
 
 func TestSemanticsRenameOverALargerFileShowsTheNewSize(t *testing.T) {

@@ -179,6 +179,9 @@ func (d *Dir) copyFile(ctx context.Context, src, srcDir, dst string, st cache.St
 		if err != nil {
 			return cache.Stat{}, err
 		}
+		if etag == "" {
+			etag = st.ETag // a CopyObject answer without an ETag: a one-request copy keeps it
+		}
 		if opt.Meta != nil {
 			return statOfMeta(st.Size, etag, opt.Meta), nil
 		}

@@ -168,6 +168,9 @@ func (l *Symlink) Setattr(ctx context.Context, fh gofs.FileHandle, in *fuse.SetA
 		if err != nil {
 			return errno(err)
 		}
+		if newETag == "" {
+			newETag = etag // a CopyObject answer without an ETag: the content is unchanged
+		}
 		st := statOfMeta(size, newETag, meta)
 		l.update(st)
 		l.fsys.meta.Put(key, st)
