@@ -194,13 +194,6 @@ func (d *Dir) Readdir(ctx context.Context) (gofs.DirStream, syscall.Errno) {
 		token = page.NextToken
 	}
 	mf.finish(kinds)
-	var subdirs []string
-	for name, st := range kinds {
-		if st.Kind == cache.Dir {
-			subdirs = append(subdirs, join(dir, name))
-		}
-	}
-	d.fsys.warmSubdirs(subdirs)
 	for name, st := range kinds {
 		p := join(dir, name)
 		if st.Kind == cache.Dir && st.MTime.IsZero() {
@@ -239,67 +232,6 @@ func (d *Dir) Readdir(ctx context.Context) (gofs.DirStream, syscall.Errno) {
 		list = append(list, fuse.DirEntry{Name: name, Mode: mode})
 	}
 	return gofs.NewListDirStream(list), 0
-}
-
-// Warming (FS.warmSubdirs): at most warmConcurrency subdirectories at
-// once per mount, maxWarmDirs after one listing, maxWarmFiles HEADs in
-// each, so that a listing costs at most maxWarmDirs×maxWarmFiles
-// background HEADs.
-const (
-	warmConcurrency = 4
-	maxWarmDirs     = 64
-	maxWarmFiles    = 128
-)
-
-// warmSubdirs learns, in the background, the metadata of the files in the
-// subdirectories a listing named, into the per-version memory
-// (cache.Meta.PutVersion) only: a tree walk (find, du, rm -r, rsync) that
-// lists them next finds their HEADs done, and no cached answer changes,
-// since every listing still lists afresh.
-func (f *FS) warmSubdirs(dirs []string) {
-	if f.meta.TTL() <= 0 || len(dirs) == 0 {
-		return
-	}
-	sort.Strings(dirs) // the order tree walks take
-	dirs = dirs[:min(len(dirs), maxWarmDirs)]
-	go func() {
-		for _, dir := range dirs {
-			f.warming <- struct{}{}
-			go func() {
-				defer func() { <-f.warming }()
-				f.warm(dir)
-			}()
-		}
-	}()
-}
-
-// warm lists dir's first maxWarmFiles keys and HEADs the files whose
-// version the cache does not know.
-func (f *FS) warm(dir string) {
-	ctx := context.Background()
-	prefix := dirPrefix(dir)
-	page, err := f.client.List(ctx, prefix, "/", "", maxWarmFiles)
-	if err != nil {
-		f.log.Debug("warming a subdirectory's metadata failed", "dir", dir, "err", err)
-		return
-	}
-	for _, o := range page.Objects {
-		if o.Key == prefix || !validName(strings.TrimPrefix(o.Key, prefix)) {
-			continue
-		}
-		if _, ok := f.meta.Version(o.Key, o.ETag, o.LastModified); ok {
-			continue
-		}
-		if st, ok := f.meta.Get(o.Key); ok && st.MetaKnown && st.ETag == o.ETag {
-			continue
-		}
-		f.heads <- struct{}{}
-		info, err := f.client.Head(ctx, o.Key)
-		<-f.heads
-		if err == nil {
-			f.learned(o.Key, info)
-		}
-	}
 }
 
 // metaFetch learns the metadata of a listing's files while the listing

@@ -712,34 +712,3 @@ func TestSemanticsListingOfFilesThisMountWroteNeedsNoHEAD(t *testing.T) {
 		t.Errorf("f1 after another client's change: mode %o mtime %d", st.Mode, st.Mtim.Sec)
 	}
 }
-
-func TestSemanticsListingWarmsItsSubdirectories(t *testing.T) {
-	c := s3fake.New("bkt")
-	for i := 0; i < 5; i++ {
-		c.PutDirect(fmt.Sprintf("s/f%d", i), []byte("x"))
-	}
-	var fileHeads atomic.Int32
-	c.SetFail(func(op, key string) error {
-		if op == "HeadObject" && strings.HasPrefix(key, "s/f") {
-			fileHeads.Add(1)
-		}
-		return nil
-	})
-	mnt := mountFake(t, c, nil)
-	if _, err := os.ReadDir(mnt); err != nil {
-		t.Fatal(err)
-	}
-	deadline := time.Now().Add(5 * time.Second)
-	for fileHeads.Load() < 5 && time.Now().Before(deadline) {
-		time.Sleep(10 * time.Millisecond)
-	}
-	if n := fileHeads.Load(); n != 5 {
-		t.Fatalf("listing the root HEADed %d files of its subdirectory in the background, want 5", n)
-	}
-	if _, err := os.ReadDir(filepath.Join(mnt, "s")); err != nil {
-		t.Fatal(err)
-	}
-	if n := fileHeads.Load(); n != 5 {
-		t.Errorf("listing the warmed subdirectory made %d more HEADs, want 0", n-5)
-	}
-}

@@ -61,10 +61,8 @@ type FS struct {
 	hidden hiddenKeys
 	// downloads bounds GETs in flight across all files.
 	downloads chan struct{}
-	// heads bounds the HEADs listings send for metadata (metaFetch).
+	// heads bounds the HEADs listings send for metadata (Dir.fillMeta).
 	heads chan struct{}
-	// warming bounds the subdirectories warmed at once (FS.warmSubdirs).
-	warming chan struct{}
 	// bufs recycles part buffers of PartSize bytes.
 	bufs sync.Pool
 	// maxWindow caps one handle's readahead, in bytes: a quarter of the
@@ -85,7 +83,7 @@ func New(cfg Config) (*FS, *Dir) {
 	}
 	f := &FS{cfg: cfg, client: cfg.Client, blocks: cfg.Blocks, meta: cfg.Meta, log: cfg.Logger,
 		hidden: hiddenKeys{log: cfg.Logger}, downloads: make(chan struct{}, 4*cfg.DownloadThreads),
-		heads: make(chan struct{}, headConcurrency), warming: make(chan struct{}, warmConcurrency),
+		heads:   make(chan struct{}, headConcurrency),
 		mounted: time.Now(), maxWindow: max(cfg.BlockSize, cfg.Blocks.MaxBytes()/4)}
 	f.bufs.New = func() any { b := make([]byte, 0, cfg.PartSize); return &b }
 	root := &Dir{fsys: f, path: strings.TrimSuffix(cfg.Prefix, "/")}
