@@ -20,6 +20,7 @@ import (
 	"context"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -134,8 +135,16 @@ func statOfMeta(size int64, etag string, meta map[string]string) cache.Stat {
 }
 
 // fileAttrs are a file's attributes beyond size and content. nil fields:
-// the mount's defaults. Guarded by the File's mu.
+// the mount's defaults. Guarded by the File's mu, except rewrite.
 type fileAttrs struct {
+	// rewrite serialises the S3 requests that rewrite the file's object
+	// in place or move it: metadata rewrites (Setattr, flushMeta) and
+	// renames, so that a rename never copies metadata a concurrent
+	// rewrite is about to replace (rsync chmods its temp file, then
+	// renames it, while the handle's release stores the chmod). Held
+	// across S3 requests; taken before f.mu, never with writer.mu.
+	rewrite sync.Mutex
+
 	mode     *uint32 // permission bits
 	uid, gid *uint32
 	// mtimeSet is an explicit utimes(2) value not yet stored in S3 (set
@@ -341,6 +350,8 @@ func (f *File) Setattr(ctx context.Context, fh gofs.FileHandle, in *fuse.SetAttr
 	}
 	m &= 0o7777
 	t = t.Truncate(time.Second) // what x-amz-meta-mtime keeps
+	f.attr.rewrite.Lock()
+	defer f.attr.rewrite.Unlock()
 	f.mu.Lock()
 	if f.writer != nil || f.unlinked {
 		// The writer's commit carries them.
@@ -405,6 +416,8 @@ func (f *File) Setattr(ctx context.Context, fh gofs.FileHandle, in *fuse.SetAttr
 // one CopyObject onto the object as Setattr does. The writer calls it once
 // its handle is released (after writerClosed), without f.mu held.
 func (f *File) flushMeta(ctx context.Context) syscall.Errno {
+	f.attr.rewrite.Lock()
+	defer f.attr.rewrite.Unlock()
 	f.mu.Lock()
 	if !f.attr.unsynced || f.writer != nil || f.unlinked || f.etag == "" {
 		f.mu.Unlock()

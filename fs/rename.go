@@ -107,6 +107,17 @@ func (d *Dir) Rename(ctx context.Context, name string, newParent gofs.InodeEmbed
 		d.replaced(nd, newName, node)
 		return 0
 	}
+	if node != nil {
+		if f, ok := node.Operations().(*File); ok {
+			f.attr.rewrite.Lock()
+			defer f.attr.rewrite.Unlock()
+			// A rewrite that just finished may have changed the
+			// object's ETag and metadata (it updated the cache).
+			if st, err = d.fsys.stat(ctx, src, srcDir); err != nil {
+				return errno(err)
+			}
+		}
+	}
 	newSt, err := d.copyFile(ctx, src, srcDir, dst, st)
 	if err != nil {
 		return errno(err)
