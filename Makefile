@@ -1,7 +1,7 @@
 # s3mount: build, test and demo.
 #
 #   make build      bin/s3mount
-#   make deps       fuse3 (apt, only if fusermount3 is missing), versitygw, go modules
+#   make deps       fuse3 and rsync (apt, only if missing), versitygw, go modules
 #   make test       deps, go vet, unit tests (-race), integration tests (real mounts)
 #   make demo       local S3 server seeded with files, bucket "demo" mounted at ./mnt
 #   make demo-stop  unmount ./mnt and stop the demo server
@@ -33,7 +33,7 @@ DEMO_MNT := $(CURDIR)/mnt
 BENCH_FLAGS ?=
 BENCH_PEERS ?= s3fs rclone
 
-.PHONY: all build deps fuse versitygw nfpm vet unit integration test demo demo-stop fmt bench bench-peers install uninstall \
+.PHONY: all build deps fuse rsync versitygw nfpm vet unit integration test demo demo-stop fmt bench bench-peers install uninstall \
 	man completions deb deb-check
 
 all: build
@@ -41,13 +41,20 @@ all: build
 build:
 	$(GO) build -o bin/s3mount .
 
-deps: fuse versitygw nfpm
+deps: fuse rsync versitygw nfpm
 	$(GO) mod download
 
 fuse:
 	@if ! command -v fusermount3 >/dev/null 2>&1; then \
 		echo "fusermount3 missing: installing fuse3"; \
 		apt-get update && apt-get install -y fuse3; \
+	fi
+
+# The integration tests run rsync -a on the mount.
+rsync:
+	@if ! command -v rsync >/dev/null 2>&1; then \
+		echo "rsync missing: installing rsync"; \
+		apt-get update && apt-get install -y rsync; \
 	fi
 
 versitygw: $(VERSITYGW)

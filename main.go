@@ -168,6 +168,7 @@ func mountCommand() *cli.Command {
 			&cli.StringFlag{Name: "cache-dir", Value: d.CacheDir, Usage: "staging files of files changed in place, and recovery/ for failed uploads"},
 			&cli.StringFlag{Name: "staging-limit", Value: "10G", Usage: "disk bytes all staging files may use; beyond, writes fail with ENOSPC (0: no limit)"},
 			&cli.DurationFlag{Name: "metadata-ttl", Value: d.MetadataTTL, Usage: "how long stat and listing results are trusted (kernel entry/attr timeout)"},
+			&cli.IntFlag{Name: "max-rename-objects", Value: d.MaxRenameObjects, Usage: "most objects a directory rename moves; beyond it EXDEV (mv copies); 0: never"},
 			&cli.UintFlag{Name: "uid", Value: uint(d.UID), Usage: "owner of every file"},
 			&cli.UintFlag{Name: "gid", Value: uint(d.GID), Usage: "group of every file"},
 			&cli.StringFlag{Name: "file-mode", Value: "0644", Usage: "permission bits of files (octal)"},
@@ -305,6 +306,9 @@ func optionsFrom(c *cli.Context) (mountopts.Options, error) {
 	if c.IsSet("metadata-ttl") {
 		o.MetadataTTL = c.Duration("metadata-ttl")
 	}
+	if c.IsSet("max-rename-objects") {
+		o.MaxRenameObjects = c.Int("max-rename-objects")
+	}
 	if c.IsSet("uid") {
 		o.UID = uint32(c.Uint("uid"))
 	}
@@ -393,7 +397,8 @@ func serve(o mountopts.Options, source, mountpoint string) error {
 	bucketCfg := fs.Config{Blocks: blocks, Prefix: o.Prefix, BlockSize: o.BlockSize,
 		DownloadThreads: o.DownloadThreads, PartSize: o.PartSize, UploadConcurrency: o.UploadConcurrency,
 		UID: o.UID, GID: o.GID, FileMode: uint32(o.FileMode), DirMode: uint32(o.DirMode), ReadOnly: o.ReadOnly,
-		CacheDir: o.CacheDir, StagingLimit: o.StagingLimit, Logger: log}
+		CacheDir: o.CacheDir, StagingLimit: o.StagingLimit,
+		MaxRenameObjects: maxRenameObjects(o.MaxRenameObjects), Logger: log}
 	newMeta := func() *cache.Meta { return cache.NewMeta(o.MetadataTTL, 1<<20, nil) }
 	pctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
@@ -578,4 +583,13 @@ func connectionCommand() *cli.Command {
 			},
 		}},
 	}
+}
+
+// maxRenameObjects maps --max-rename-objects to fs.Config's form, where 0
+// means the default and a negative value "never".
+func maxRenameObjects(n int) int {
+	if n == 0 {
+		return -1
+	}
+	return n
 }

@@ -71,6 +71,7 @@ func TestEveryMountOptionHasAnOForm(t *testing.T) {
 		"metrics-addr":           {"metrics_addr=127.0.0.1:9100", func(o mountopts.Options) bool { return o.MetricsAddr == "127.0.0.1:9100" }},
 		"cache-dir":              {"cache_dir=/var/cache/s3mount", func(o mountopts.Options) bool { return o.CacheDir == "/var/cache/s3mount" }},
 		"staging-limit":          {"staging_limit=2G", func(o mountopts.Options) bool { return o.StagingLimit == 2<<30 }},
+		"max-rename-objects":     {"max_rename_objects=250", func(o mountopts.Options) bool { return o.MaxRenameObjects == 250 }},
 		// Generic options are its -o form: nosuid, noatime, ... (mount_option=
 		// itself is refused, see the bad cases).
 		"mount-option": {"nosuid,nodev,noatime", func(o mountopts.Options) bool {
@@ -154,6 +155,7 @@ func TestBadMountOptionsNameTheOption(t *testing.T) {
 		"role_arn=reader":                    "--role-arn",
 		"role_arn=arn:x,session_duration=1m": "--session-duration",
 		"upload_concurrency=1000":            "--upload-concurrency",
+		"max_rename_objects=-3":              "--max-rename-objects",
 		"staging_limit=lots":                 "--staging-limit",
 	} {
 		_, err := parseHelper(t, opt)

@@ -293,3 +293,20 @@ func TestBlocksLandServesWaitersWithoutCaching(t *testing.T) {
 		t.Error("a landed block was found without a new fetch")
 	}
 }
+
+func TestMetaVersionsOutliveTheTTL(t *testing.T) {
+	now := time.Unix(1000, 0)
+	m := NewMeta(time.Second, 10, func() time.Time { return now })
+	lm := time.Unix(500, 123e6)
+	m.PutVersion("k", `"e"`, lm, Stat{Kind: File, Mode: 0o100600})
+	now = now.Add(time.Hour)
+	if st, ok := m.Version("k", `"e"`, time.Unix(500, 999e6)); !ok || st.Mode != 0o100600 {
+		t.Errorf("Version of the same ETag and second: %+v, %v", st, ok)
+	}
+	if _, ok := m.Version("k", `"e"`, time.Unix(501, 0)); ok {
+		t.Error("Version answered for another LastModified")
+	}
+	if _, ok := m.Version("k", `"f"`, lm); ok {
+		t.Error("Version answered for another ETag")
+	}
+}

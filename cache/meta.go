@@ -1,6 +1,7 @@
 package cache
 
 import (
+	"strings"
 	"sync"
 	"time"
 )
@@ -19,10 +20,35 @@ const (
 
 // Stat is what the metadata cache remembers of one name. Size is in bytes.
 type Stat struct {
-	Kind  Kind
-	Size  int64
-	ETag  string
+	Kind Kind
+	Size int64
+	ETag string
+	// MTime is the modification time: the object's x-amz-meta-mtime when
+	// it has one, else its LastModified, in whole seconds either way (an
+	// HTTP Last-Modified header has no fractions, a listing has
+	// milliseconds: truncating makes both paths agree).
 	MTime time.Time
+
+	// MetaKnown: the fields below were read with HeadObject. A
+	// ListObjectsV2 entry carries no user metadata, so it leaves them
+	// unknown (and zero) until a HEAD fills them.
+	MetaKnown bool
+	// Mode is x-amz-meta-mode: st_mode with its S_IFMT type bits, as s3fs
+	// writes it (decimal). 0: the object has none (the mount's default).
+	Mode uint32
+	// UID and GID are x-amz-meta-uid and -gid, when HasUID / HasGID.
+	UID, GID       uint32
+	HasUID, HasGID bool
+	// HasMTime: MTime came from x-amz-meta-mtime.
+	HasMTime bool
+	// UserMeta is every x-amz-meta-* header of the object (names in lower
+	// case without the prefix), so that a CopyObject with REPLACE keeps
+	// the ones s3mount does not interpret. nil unless MetaKnown.
+	UserMeta map[string]string
+	// Own: the fields above come from the file node of this mount that
+	// wrote them (not from a HEAD), so giving them back to it changes
+	// nothing.
+	Own bool
 }
 
 type metaItem struct {
@@ -41,6 +67,15 @@ type Meta struct {
 	mu     sync.Mutex
 	items  map[string]metaItem  // guarded by mu
 	listed map[string]time.Time // dir path → expiry of its complete listing; guarded by mu
+	// versions: per path, what a HEAD learned of one version of the
+	// object, kept past the TTL (see PutVersion). Guarded by mu.
+	versions map[string]versionItem
+}
+
+type versionItem struct {
+	etag    string
+	lastMod time.Time // whole seconds
+	st      Stat
 }
 
 // NewMeta makes a cache whose entries live ttl and which holds about
@@ -50,7 +85,8 @@ func NewMeta(ttl time.Duration, maxEntries int, now func() time.Time) *Meta {
 	if now == nil {
 		now = time.Now
 	}
-	return &Meta{ttl: ttl, now: now, max: maxEntries, items: map[string]metaItem{}, listed: map[string]time.Time{}}
+	return &Meta{ttl: ttl, now: now, max: maxEntries, items: map[string]metaItem{}, listed: map[string]time.Time{},
+		versions: map[string]versionItem{}}
 }
 
 // TTL returns the time entries live.
@@ -65,6 +101,53 @@ func (m *Meta) Put(path string, st Stat) {
 	defer m.mu.Unlock()
 	m.pruneLocked()
 	m.items[path] = metaItem{st: st, expires: m.now().Add(m.ttl)}
+}
+
+// PutVersion remembers st, what a HeadObject of path answered for the
+// version with ETag etag and LastModified lastMod, beyond the TTL: a
+// listing naming the same ETag and LastModified (to the second) is the
+// same version, with the same user metadata, so Version answers it without
+// a HEAD. S3 gives every PutObject, CopyObject (a metadata rewrite too) and
+// CompleteMultipartUpload a new LastModified; only two changes made by
+// another client within one second of each other could go unseen, until
+// this mount writes the object or the entry is evicted. A zero TTL
+// disables it, like the rest of the cache.
+func (m *Meta) PutVersion(path, etag string, lastMod time.Time, st Stat) {
+	if m.ttl <= 0 || etag == "" || lastMod.IsZero() {
+		return
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.max > 0 && len(m.versions) >= m.max {
+		for k := range m.versions {
+			if len(m.versions) < m.max*3/4 {
+				break
+			}
+			delete(m.versions, k)
+		}
+	}
+	m.versions[path] = versionItem{etag: etag, lastMod: lastMod.Truncate(time.Second), st: st}
+}
+
+// ForgetVersion drops what PutVersion kept of path: this mount is
+// rewriting the object, possibly within the second of the version kept
+// and with the same ETag (a metadata rewrite keeps the content).
+func (m *Meta) ForgetVersion(path string) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	delete(m.versions, path)
+}
+
+// Version returns what PutVersion kept of path for this ETag and
+// LastModified.
+func (m *Meta) Version(path, etag string, lastMod time.Time) (Stat, bool) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	v, ok := m.versions[path]
+	if !ok || v.etag != etag || !v.lastMod.Equal(lastMod.Truncate(time.Second)) {
+		return Stat{}, false
+	}
+	return v.st, true
 }
 
 // Get returns what is known of path while it is fresh.
@@ -99,6 +182,26 @@ func (m *Meta) Invalidate(path, parent string) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	delete(m.items, path)
+	delete(m.listed, parent)
+}
+
+// InvalidatePrefix forgets dir, every path under it ("dir/..."), their
+// complete listings, and the complete listing of dir's parent parent.
+// Directory renames use it; it costs a pass over the cache.
+func (m *Meta) InvalidatePrefix(dir, parent string) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	under := dir + "/"
+	for k := range m.items {
+		if k == dir || strings.HasPrefix(k, under) || dir == "" {
+			delete(m.items, k)
+		}
+	}
+	for k := range m.listed {
+		if k == dir || strings.HasPrefix(k, under) || dir == "" {
+			delete(m.listed, k)
+		}
+	}
 	delete(m.listed, parent)
 }
 

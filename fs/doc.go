@@ -30,6 +30,21 @@
 // If-None-Match / If-Match; a failed commit returns EIO (ESTALE for a lost
 // race) and keeps staged bytes for recovery.
 //
+// # Metadata
+//
+// attr.go: mode, uid, gid and mtime are the object's x-amz-meta-mode, -uid,
+// -gid and -mtime, as s3fs writes them; symlinks (symlink.go) are objects
+// whose body is the target and whose mode says S_IFLNK. Listings carry no
+// user metadata, so Readdir HEADs the files it lists (32 at a time per
+// mount) unless the stat cache holds them for the same ETag; every path
+// that fills the stat cache thus shows the same attributes.
+//
+// # Rename
+//
+// rename.go: a file is CopyObject + DeleteObject; a directory moves every
+// key under its prefix, up to Config.MaxRenameObjects (EXDEV beyond), and
+// re-keys the nodes of its subtree (Dir.path is mutable, under Dir.mu).
+//
 // # Locks
 //
 // Lock order: content.mu before File.mu. Dir.mu is never held with another.

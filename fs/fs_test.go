@@ -149,7 +149,9 @@ func TestSemanticsListingPagesAndFillsStatCache(t *testing.T) {
 	for i := 0; i < 2500; i++ {
 		c.PutDirect(fmt.Sprintf("many/k%05d", i), randBytes(i%7, int64(i)))
 	}
-	mnt := mountFake(t, c, nil)
+	// A TTL longer than the test: 2,500 HEADs and stats under -race on a
+	// busy machine can take longer than mountFake's 1 s.
+	mnt := mountFake(t, c, func(cfg *Config) { cfg.Meta = cache.NewMeta(time.Minute, 1<<16, nil) })
 	ents, err := os.ReadDir(filepath.Join(mnt, "many"))
 	if err != nil {
 		t.Fatal(err)

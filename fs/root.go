@@ -45,6 +45,11 @@ type Config struct {
 	// StagingLimit bounds the bytes of all staging files together; a
 	// write past it answers ENOSPC. 0: no limit.
 	StagingLimit int64
+	// MaxRenameObjects is the most objects a directory rename moves;
+	// beyond it rename answers EXDEV (rename.go). 0 means
+	// DefaultMaxRenameObjects; negative: every directory rename answers
+	// EXDEV.
+	MaxRenameObjects int
 
 	UID, GID          uint32
 	FileMode, DirMode uint32 // permission bits only
@@ -63,6 +68,8 @@ type FS struct {
 	hidden hiddenKeys
 	// downloads bounds GETs in flight across all files.
 	downloads chan struct{}
+	// heads bounds the HEADs listings send for metadata (Dir.fillMeta).
+	heads chan struct{}
 	// bufs recycles part buffers of PartSize bytes.
 	bufs sync.Pool
 	// staged counts the bytes of all staging files (disk blocks).
@@ -89,12 +96,16 @@ func New(cfg Config) (*FS, *Dir) {
 	}
 	f := &FS{cfg: cfg, client: cfg.Client, blocks: cfg.Blocks, meta: cfg.Meta, log: cfg.Logger,
 		hidden: hiddenKeys{log: cfg.Logger}, downloads: make(chan struct{}, 4*cfg.DownloadThreads),
+		heads:   make(chan struct{}, headConcurrency),
 		mounted: time.Now(), maxWindow: max(cfg.BlockSize, cfg.Blocks.MaxBytes()/4)}
 	f.bufs.New = func() any { b := make([]byte, 0, cfg.PartSize); return &b }
 	root := &Dir{fsys: f, path: strings.TrimSuffix(cfg.Prefix, "/")}
 	f.cleanStaging()
 	if !cfg.ReadOnly {
 		go f.abortOrphanUploads()
+	}
+	if f.cfg.MaxRenameObjects == 0 {
+		f.cfg.MaxRenameObjects = DefaultMaxRenameObjects
 	}
 	return f, root
 }
@@ -221,7 +232,23 @@ func (f *FS) stat(ctx context.Context, path, parent string) (cache.Stat, error) 
 		if st.Kind == cache.Absent {
 			return st, s3backend.ErrNotFound
 		}
-		return st, nil
+		if st.Kind == cache.File && !st.MetaKnown {
+			// A listing's entry: its metadata (mode, mtime, symlink)
+			// needs a HEAD.
+			info, err := f.client.Head(ctx, path)
+			switch {
+			case err == nil:
+				st = f.learned(path, info)
+				f.meta.Put(path, st)
+				return st, nil
+			case errors.Is(err, s3backend.ErrNotFound):
+				f.meta.Invalidate(path, parent) // gone, or a directory now: ask afresh
+			default:
+				return st, nil // the listing's facts, with the mount's defaults
+			}
+		} else {
+			return st, nil
+		}
 	}
 	if f.meta.Listed(parent) {
 		return cache.Stat{}, s3backend.ErrNotFound
@@ -240,13 +267,13 @@ func (f *FS) stat(ctx context.Context, path, parent string) (cache.Stat, error) 
 	if lerr == nil && (len(page.Objects) > 0 || len(page.Prefixes) > 0) {
 		st := cache.Stat{Kind: cache.Dir}
 		if len(page.Objects) > 0 && page.Objects[0].Key == path+"/" {
-			st.MTime = page.Objects[0].LastModified
+			st.MTime = page.Objects[0].LastModified.Truncate(time.Second)
 		}
 		f.meta.Put(path, st)
 		return st, nil
 	}
 	if h.err == nil {
-		st := cache.Stat{Kind: cache.File, Size: h.info.Size, ETag: h.info.ETag, MTime: h.info.LastModified}
+		st := f.learned(path, h.info)
 		if lerr != nil {
 			// The file is certain; whether it is also a directory is
 			// not. Answer with the file, but do not cache the guess.

@@ -917,7 +917,11 @@ func (h *handle) Fsync(ctx context.Context, flags uint32) syscall.Errno {
 // Release implements the last close of the handle.
 func (h *handle) Release(ctx context.Context) syscall.Errno {
 	if h.c != nil {
-		h.c.release(context.WithoutCancel(ctx))
+		ctx := context.WithoutCancel(ctx)
+		h.c.release(ctx)
+		// A chmod/chown/utimes that no upload carried (one made after
+		// a multipart upload began) is stored now.
+		h.file.flushMeta(ctx)
 	}
 	if h.r != nil {
 		h.r.close()

@@ -67,6 +67,7 @@ func TestLoadConnectionsFillsOptions(t *testing.T) {
 	got.PartSize, got.UploadConcurrency, got.CacheSize, got.BlockSize, got.MetadataTTL = 0, 0, 0, 0, 0
 	got.UID, got.GID, got.FileMode, got.DirMode, got.LogLevel, got.LogFormat = 0, 0, 0, 0, "", ""
 	got.CacheDir, got.StagingLimit = "", 0
+	got.MaxRenameObjects = 0
 	if fmt.Sprintf("%+v", got) != fmt.Sprintf("%+v", want) {
 		t.Errorf("applied options\n got %+v\nwant %+v", got, want)
 	}

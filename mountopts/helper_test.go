@@ -8,7 +8,7 @@ import (
 var testFlags = map[string]bool{
 	"endpoint-url": true, "force-path-style": false, "download-threads": true, "read-only": false,
 	"allow-other": false, "uid": true, "gid": true, "config": true, "part-size": true,
-	"metadata-ttl": true, "mount-option": true, "log-file": true,
+	"metadata-ttl": true, "mount-option": true, "log-file": true, "max-rename-objects": true,
 }
 
 func TestHelperArgs(t *testing.T) {
@@ -16,6 +16,7 @@ func TestHelperArgs(t *testing.T) {
 		{"", ""},
 		{"endpoint_url=http://127.0.0.1:7070,force_path_style", "--endpoint-url http://127.0.0.1:7070 --force-path-style"},
 		{"download_threads=16,part_size=16M,metadata_ttl=10s", "--download-threads 16 --part-size 16M --metadata-ttl 10s"},
+		{"max_rename_objects=500", "--max-rename-objects 500"},
 		{"ro", "--read-only"},
 		{"rw", ""},
 		{"allow_other,uid=1000,gid=1000", "--allow-other --uid 1000 --gid 1000"},

@@ -115,6 +115,11 @@ type Options struct {
 	// StagingLimit bounds the bytes of all staging files of the mount; a
 	// write past it answers ENOSPC. Default 10 GiB; 0 means no limit.
 	StagingLimit int64
+	// MaxRenameObjects is the most objects (keys under the directory,
+	// its marker included) one directory rename moves with CopyObject and
+	// DeleteObject; beyond it rename(2) answers EXDEV and mv(1) copies
+	// instead. 0: every directory rename answers EXDEV. Default 10,000.
+	MaxRenameObjects int
 
 	// UID and GID own every file. Default: the mounting user's.
 	UID, GID uint32
@@ -162,6 +167,7 @@ func Default() Options {
 		MetadataTTL:       5 * time.Second,
 		CacheDir:          defaultCacheDir(),
 		StagingLimit:      10 << 30,
+		MaxRenameObjects:  10000,
 		UID:               uint32(os.Getuid()),
 		GID:               uint32(os.Getgid()),
 		FileMode:          0o644,
@@ -370,6 +376,9 @@ func (o *Options) Validate() error {
 	}
 	if o.MetadataTTL < 0 {
 		bad("metadata-ttl", "%s is negative", o.MetadataTTL)
+	}
+	if o.MaxRenameObjects < 0 {
+		bad("max-rename-objects", "%d is negative", o.MaxRenameObjects)
 	}
 	if o.FileMode&^0o7777 != 0 {
 		bad("file-mode", "%o has bits outside 07777", o.FileMode)

@@ -63,6 +63,7 @@ func TestValidateNamesTheOption(t *testing.T) {
 		{func(o *Options) { o.EndpointURL = "127.0.0.1:9000" }, "--endpoint-url"},
 		{func(o *Options) { o.LogLevel = "loud" }, "--log-level"},
 		{func(o *Options) { o.FileMode = 0o10000 }, "--file-mode"},
+		{func(o *Options) { o.MaxRenameObjects = -1 }, "--max-rename-objects"},
 		{func(o *Options) { o.SecretAccessKeyFile = "/x" }, "--secret-access-key-file"},
 		{func(o *Options) { o.LogFormat = "xml" }, "--log-format"},
 		{func(o *Options) { o.MetricsAddr = "9100" }, "--metrics-addr"},
