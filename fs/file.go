@@ -88,6 +88,16 @@ func (f *File) markUnlinked() bool {
 	return false
 }
 
+// markReplaced records that a rename put another file at this one's key:
+// like an unlinked file it is never uploaded again, but its key now holds
+// the renamed object, which nothing here may delete.
+func (f *File) markReplaced() {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.unlinked = true
+	f.deleteOnClose = false
+}
+
 // renamed records a completed rename: the file is key now, and its object
 // (if one was copied) has etag.
 func (f *File) renamed(key, etag string) {

@@ -153,9 +153,7 @@ func (d *Dir) replaced(nd *Dir, newName string, moved *gofs.Inode) {
 		return
 	}
 	if f, ok := old.Operations().(*File); ok {
-		if f.writing() {
-			f.markUnlinked()
-		}
+		f.markReplaced()
 		go f.NotifyContent(0, 0)
 	}
 }

@@ -377,3 +377,27 @@ func TestWriteRenameWhileOpenForWriting(t *testing.T) {
 		t.Error("the old name exists in S3")
 	}
 }
+
+func TestWriteRenameOverAnExistingFileOpenForWriting(t *testing.T) {
+	c := s3fake.New("bkt")
+	c.PutDirect("src", []byte("renamed content"))
+	c.PutDirect("dst", []byte("old dst"))
+	mnt := mountFake(t, c, nil)
+	w, err := os.OpenFile(filepath.Join(mnt, "dst"), os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := w.WriteAt([]byte("OLD"), 0); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(filepath.Join(mnt, "src"), filepath.Join(mnt, "dst")); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(200 * time.Millisecond) // the release follows close(2)
+	if got, ok := c.Object("dst"); !ok || string(got) != "renamed content" {
+		t.Errorf("dst = %q (exists %v), want the renamed file's content: the replaced file's close must neither upload nor delete", got, ok)
+	}
+}
