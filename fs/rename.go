@@ -4,8 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -245,21 +247,65 @@ func (d *Dir) renameDir(ctx context.Context, node *gofs.Inode, src, srcDir strin
 		token = page.NextToken
 	}
 	newKey := func(k string) string { return dst + "/" + strings.TrimPrefix(k, src+"/") }
+	// Directory markers first, one by one in key order: once keys exist
+	// under a directory, some servers refuse to create its marker.
+	isMarker := func(o s3backend.ObjectInfo) bool { return strings.HasSuffix(o.Key, "/") && o.Size == 0 }
+	sort.SliceStable(objs, func(i, j int) bool { return isMarker(objs[i]) && !isMarker(objs[j]) })
 	etags := make([]string, len(objs))
 	copied := make([]bool, len(objs))
-	g, gctx := errgroup.WithContext(ctx)
-	g.SetLimit(renameConcurrency)
-	for i, o := range objs {
-		g.Go(func() error {
-			etag, err := d.fsys.client.Copy(gctx, o.Key, newKey(o.Key), s3backend.CopyOptions{SrcETag: o.ETag, Size: o.Size})
-			if err != nil {
-				return fmt.Errorf("copy %s: %w", o.Key, err)
+	copyOne := func(i int) error {
+		o := objs[i]
+		var etag string
+		var err error
+		if isMarker(o) {
+			// The marker is written anew with its metadata: some servers
+			// refuse to copy a directory object whose directory holds
+			// data (versitygw: DirectoryObjectContainsData).
+			var info s3backend.ObjectInfo
+			if info, err = d.fsys.client.Head(ctx, o.Key); err == nil {
+				etag, err = d.fsys.client.Put(ctx, newKey(o.Key), nil, s3backend.PutOptions{Meta: info.Meta})
 			}
-			etags[i], copied[i] = etag, true
-			return nil
-		})
+		} else {
+			etag, err = d.fsys.client.Copy(ctx, o.Key, newKey(o.Key), s3backend.CopyOptions{SrcETag: o.ETag, Size: o.Size})
+		}
+		if err != nil {
+			return fmt.Errorf("copy %s: %w", o.Key, err)
+		}
+		etags[i], copied[i] = etag, true
+		return nil
 	}
-	copyErr := g.Wait()
+	var copyErr error
+	first := 0
+	for first < len(objs) && isMarker(objs[first]) && copyErr == nil {
+		copyErr = copyOne(first) // in key order: parents before children
+		first++
+	}
+	if copyErr == nil {
+		// No cancellation on the first failure: a copy cancelled in
+		// flight may still have been made, and the rollback below must
+		// know every copy that exists. Later copies are skipped instead.
+		var failed atomic.Bool
+		var g errgroup.Group
+		var errMu sync.Mutex
+		g.SetLimit(renameConcurrency)
+		for i := first; i < len(objs); i++ {
+			g.Go(func() error {
+				if failed.Load() {
+					return nil
+				}
+				if err := copyOne(i); err != nil {
+					failed.Store(true)
+					errMu.Lock()
+					if copyErr == nil {
+						copyErr = err
+					}
+					errMu.Unlock()
+				}
+				return nil
+			})
+		}
+		_ = g.Wait()
+	}
 	defer d.fsys.meta.InvalidatePrefix(src, srcDir)
 	defer d.fsys.meta.InvalidatePrefix(dst, dstDir)
 	if copyErr != nil {

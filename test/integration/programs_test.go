@@ -362,3 +362,29 @@ func firstDiff(a, b []byte) int {
 	}
 	return min(len(a), len(b))
 }
+
+// TestMvDirectoryMadeInTheMount renames directories that have markers
+// (made with mkdir through the mount), with a subdirectory, and renames
+// one back.
+func TestMvDirectoryMadeInTheMount(t *testing.T) {
+	e := newEnv(t)
+	mnt := e.mount()
+	sh(t, time.Minute, "mkdir", "-p", filepath.Join(mnt, "d1", "sub"))
+	for _, f := range []string{"d1/a", "d1/b", "d1/sub/c"} {
+		if err := os.WriteFile(filepath.Join(mnt, f), []byte(f), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	sh(t, time.Minute, "mv", filepath.Join(mnt, "d1"), filepath.Join(mnt, "d2"))
+	want := []string{"d2/", "d2/a", "d2/b", "d2/sub/", "d2/sub/c"}
+	if keys := e.keys(""); strings.Join(keys, " ") != strings.Join(want, " ") {
+		t.Errorf("keys after mv d1 d2: %q, want %q", keys, want)
+	}
+	if b, err := os.ReadFile(filepath.Join(mnt, "d2", "sub", "c")); err != nil || string(b) != "d1/sub/c" {
+		t.Errorf("read d2/sub/c: %q, %v", b, err)
+	}
+	sh(t, time.Minute, "mv", filepath.Join(mnt, "d2", "sub"), filepath.Join(mnt, "sub2"))
+	if keys := e.keys(""); strings.Join(keys, " ") != "d2/ d2/a d2/b sub2/ sub2/c" {
+		t.Errorf("keys after mv d2/sub sub2: %q", keys)
+	}
+}
