@@ -466,9 +466,19 @@ func (d *Dir) Create(ctx context.Context, name string, flags uint32, mode uint32
 	path := join(d.keyPath(), name)
 	f := newFile(d.fsys, path, cache.Stat{Kind: cache.File, MTime: time.Now()})
 	f.createdWithMode(mode)
+	// A file of this name unlinked while open is deleted in S3 at its
+	// last close; creating the name again cancels that delete, and this
+	// file's commit replaces the object unconditionally (If-None-Match
+	// would find the old one, as sqlite's journal does).
+	claimed := d.fsys.claimKey(path)
 	h, en := f.openWriter(flags, true)
 	if en != 0 {
 		return nil, nil, 0, en
+	}
+	if claimed {
+		h.c.mu.Lock()
+		h.c.created = false
+		h.c.mu.Unlock()
 	}
 	f.fillAttr(&out.Attr)
 	inode := d.NewInode(ctx, f, gofs.StableAttr{Mode: syscall.S_IFREG})

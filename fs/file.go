@@ -33,6 +33,9 @@ type File struct {
 	// last handle closes, so open handles keep reading it (unlink(2)).
 	deleteOnClose bool      // guarded by mu
 	attr          fileAttrs // guarded by mu; see attr.go
+	// deleting is closed when the delete of an object unlinked while
+	// open, started at its last close, has ended.
+	deleting chan struct{} // guarded by mu
 }
 
 var _ gofs.InodeEmbedder = (*File)(nil)
@@ -83,9 +86,32 @@ func (f *File) markUnlinked() bool {
 	}
 	if f.content != nil || len(f.readers) > 0 {
 		f.deleteOnClose = true
+		f.fsys.pendingDeletes.Store(f.key, f)
 		return true
 	}
 	return false
+}
+
+// claimKey cancels the pending delete of a file unlinked while open under
+// key (its object is deleted at its last close), because key is being
+// written again. It reports whether there was one.
+func (fs *FS) claimKey(key string) bool {
+	v, ok := fs.pendingDeletes.Load(key)
+	if !ok {
+		return false
+	}
+	f := v.(*File)
+	f.mu.Lock()
+	done := f.deleting
+	if done == nil {
+		f.deleteOnClose = false
+		fs.pendingDeletes.CompareAndDelete(key, f)
+	}
+	f.mu.Unlock()
+	if done != nil {
+		<-done // the delete is under way: let it finish first
+	}
+	return true
 }
 
 // markReplaced records that a rename put another file at this one's key:
@@ -129,7 +155,14 @@ func (f *File) closedLocked() {
 	}
 	f.deleteOnClose = false
 	key := f.key
+	if v, ok := f.fsys.pendingDeletes.Load(key); !ok || v != f {
+		return // the name was created again meanwhile (claimKey)
+	}
+	done := make(chan struct{})
+	f.deleting = done
 	go func() {
+		defer close(done)
+		defer f.fsys.pendingDeletes.CompareAndDelete(key, f)
 		if err := f.fsys.client.Delete(context.Background(), key); err != nil {
 			f.fsys.log.Error("a file unlinked while open could not be deleted at its last close", "key", key, "err", err)
 		}

@@ -120,6 +120,7 @@ func (d *Dir) Rename(ctx context.Context, name string, newParent gofs.InodeEmbed
 			}
 		}
 	}
+	d.fsys.claimKey(dst) // a pending delete of a file unlinked while open must not remove the copy
 	newSt, err := d.copyFile(ctx, src, srcDir, dst, st)
 	if err != nil {
 		return errno(err)

@@ -74,6 +74,9 @@ type FS struct {
 	bufs sync.Pool
 	// staged counts the bytes of all staging files (disk blocks).
 	staged atomic.Int64
+	// pendingDeletes maps a key to the *File unlinked while open whose
+	// object is deleted at its last close (File.closedLocked, claimKey).
+	pendingDeletes sync.Map
 	// maxWindow caps one handle's readahead, in bytes: a quarter of the
 	// block cache, so that readahead never evicts what it fetched.
 	maxWindow int64

@@ -401,3 +401,55 @@ func TestWriteRenameOverAnExistingFileOpenForWriting(t *testing.T) {
 		t.Errorf("dst = %q (exists %v), want the renamed file's content: the replaced file's close must neither upload nor delete", got, ok)
 	}
 }
+
+func TestWriteRecreateAfterUnlinkWhileOpen(t *testing.T) {
+	// sqlite's journal: written, closed, unlinked (its RELEASE may not
+	// have arrived: the file still counts as open), created again at
+	// once. The new file must commit (no If-None-Match failure against
+	// the old object) and the old object's delayed delete must not remove
+	// the new one.
+	c := s3fake.New("bkt")
+	mnt := mountFake(t, c, nil)
+	p := filepath.Join(mnt, "db-journal")
+	for i := range 20 {
+		f, err := os.OpenFile(p, os.O_RDWR|os.O_CREATE, 0o644)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := f.WriteAt([]byte(fmt.Sprintf("journal %d", i)), 0); err != nil {
+			t.Fatal(err)
+		}
+		if err := f.Sync(); err != nil {
+			f.Close() // an open descriptor would keep the mount busy
+			t.Fatalf("round %d: fsync: %v", i, err)
+		}
+		if i%2 == 0 {
+			// Unlink while still open, then close.
+			if err := os.Remove(p); err != nil {
+				t.Fatal(err)
+			}
+			if err := f.Close(); err != nil {
+				t.Fatalf("round %d: close: %v", i, err)
+			}
+		} else {
+			if err := f.Close(); err != nil {
+				t.Fatalf("round %d: close: %v", i, err)
+			}
+			if err := os.Remove(p); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	f, err := os.Create(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.WriteString("last"); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Close(); err != nil {
+		t.Fatalf("close of the recreated file: %v", err)
+	}
+	time.Sleep(200 * time.Millisecond) // releases and delayed deletes
+	wantObject(t, c, "db-journal", []byte("last"))
+}
