@@ -169,8 +169,8 @@ func mountCommand() *cli.Command {
 			&cli.StringFlag{Name: "staging-limit", Value: "10G", Usage: "disk bytes all staging files may use; beyond, writes fail with ENOSPC (0: no limit)"},
 			&cli.DurationFlag{Name: "metadata-ttl", Value: d.MetadataTTL, Usage: "how long stat and listing results are trusted (kernel entry/attr timeout)"},
 			&cli.IntFlag{Name: "max-rename-objects", Value: d.MaxRenameObjects, Usage: "most objects a directory rename moves; beyond it EXDEV (mv copies); 0: never"},
-			&cli.UintFlag{Name: "uid", Value: uint(d.UID), Usage: "owner of every file"},
-			&cli.UintFlag{Name: "gid", Value: uint(d.GID), Usage: "group of every file"},
+			&cli.UintFlag{Name: "uid", Value: uint(d.UID), Usage: "owner of directories, and of files without x-amz-meta-uid"},
+			&cli.UintFlag{Name: "gid", Value: uint(d.GID), Usage: "group of directories, and of files without x-amz-meta-gid"},
 			&cli.StringFlag{Name: "file-mode", Value: "0644", Usage: "permission bits of files (octal)"},
 			&cli.StringFlag{Name: "dir-mode", Value: "0755", Usage: "permission bits of directories (octal)"},
 			&cli.BoolFlag{Name: "allow-other", Usage: "let other users use the mount (FUSE allow_other)"},
@@ -220,7 +220,7 @@ func connectionFlags() []cli.Flag {
 		&cli.StringFlag{Name: "role-arn", Usage: "IAM role to assume with STS AssumeRole (the caller: the access key, or the AWS chain)"},
 		&cli.StringFlag{Name: "external-id", Usage: "external ID sent with AssumeRole"},
 		&cli.StringFlag{Name: "role-session-name", Value: mountopts.Default().RoleSessionName, Usage: "role session name"},
-		&cli.DurationFlag{Name: "session-duration", Usage: "role session lifetime, 15m..12h (default: STS's, 15m)"},
+		&cli.DurationFlag{Name: "session-duration", Usage: "role session lifetime, 15m..12h", DefaultText: "STS's, 15m"},
 		&cli.StringFlag{Name: "sts-endpoint-url", Usage: "STS endpoint URL (default: the SDK's, e.g. AWS_ENDPOINT_URL_STS or AWS)"},
 	}
 }
