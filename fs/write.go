@@ -325,13 +325,21 @@ func (c *content) growLocked(more int) {
 }
 
 func (c *content) getBuf() []byte {
-	b := c.fsys.bufs.Get().(*[]byte)
-	return (*b)[:0]
+	select {
+	case b := <-c.fsys.partBufs:
+		return b[:0]
+	default:
+		return make([]byte, 0, c.fsys.cfg.PartSize)
+	}
 }
 
 func (c *content) putBuf(b []byte) {
-	if int64(cap(b)) == c.fsys.cfg.PartSize {
-		c.fsys.bufs.Put(&b)
+	if int64(cap(b)) != c.fsys.cfg.PartSize {
+		return
+	}
+	select {
+	case c.fsys.partBufs <- b:
+	default:
 	}
 }
 
