@@ -70,11 +70,8 @@ type FS struct {
 	downloads chan struct{}
 	// heads bounds the HEADs listings send for metadata (Dir.fillMeta).
 	heads chan struct{}
-	// partBufs keeps up to UploadConcurrency+2 part buffers of PartSize
-	// bytes for reuse: a fixed free list, not a sync.Pool (which each
-	// garbage collection empties), because the first touch of fresh
-	// memory costs more than the upload's own copy on small VMs.
-	partBufs chan []byte
+	// bufs recycles part buffers of PartSize bytes.
+	bufs sync.Pool
 	// staged counts the bytes of all staging files (disk blocks).
 	staged atomic.Int64
 	// pendingDeletes maps a key to the *File unlinked while open whose
@@ -104,7 +101,7 @@ func New(cfg Config) (*FS, *Dir) {
 		hidden: hiddenKeys{log: cfg.Logger}, downloads: make(chan struct{}, 4*cfg.DownloadThreads),
 		heads:   make(chan struct{}, headConcurrency),
 		mounted: time.Now(), maxWindow: max(cfg.BlockSize, cfg.Blocks.MaxBytes()/4)}
-	f.partBufs = make(chan []byte, cfg.UploadConcurrency+2)
+	f.bufs.New = func() any { b := make([]byte, 0, cfg.PartSize); return &b }
 	root := &Dir{fsys: f, path: strings.TrimSuffix(cfg.Prefix, "/")}
 	f.cleanStaging()
 	if !cfg.ReadOnly {

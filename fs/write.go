@@ -325,21 +325,13 @@ func (c *content) growLocked(more int) {
 }
 
 func (c *content) getBuf() []byte {
-	select {
-	case b := <-c.fsys.partBufs:
-		return b[:0]
-	default:
-		return make([]byte, 0, c.fsys.cfg.PartSize)
-	}
+	b := c.fsys.bufs.Get().(*[]byte)
+	return (*b)[:0]
 }
 
 func (c *content) putBuf(b []byte) {
-	if int64(cap(b)) != c.fsys.cfg.PartSize {
-		return
-	}
-	select {
-	case c.fsys.partBufs <- b:
-	default:
+	if int64(cap(b)) == c.fsys.cfg.PartSize {
+		c.fsys.bufs.Put(&b)
 	}
 }
 
