@@ -387,14 +387,10 @@ func (f *File) Setattr(ctx context.Context, fh gofs.FileHandle, in *fuse.SetAttr
 	key, etag, size, user := f.key, f.etag, f.size, f.attr.user
 	f.mu.Unlock()
 	meta := encodeMeta(user, sIFREG, perm, uid, gid, mtime)
-	f.fsys.meta.ForgetVersion(key)
-	newETag, err := f.fsys.client.Copy(ctx, key, key, s3backend.CopyOptions{SrcETag: etag, Meta: meta, Size: size})
+	newETag, err := f.fsys.rewriteMeta(ctx, key, etag, size, meta)
 	if err != nil {
 		f.fsys.log.Warn("metadata rewrite (CopyObject onto itself) failed", "key", key, "err", err)
 		return errno(err)
-	}
-	if newETag == "" {
-		newETag = etag // a CopyObject answer without an ETag: the content is unchanged
 	}
 	st := statOfMeta(size, newETag, meta)
 	f.mu.Lock()
@@ -427,15 +423,11 @@ func (f *File) flushMeta(ctx context.Context) syscall.Errno {
 	key, etag, size, user := f.key, f.etag, f.size, f.attr.user
 	f.mu.Unlock()
 	meta := encodeMeta(user, sIFREG, perm, uid, gid, mtime)
-	f.fsys.meta.ForgetVersion(key)
-	newETag, err := f.fsys.client.Copy(ctx, key, key, s3backend.CopyOptions{SrcETag: etag, Meta: meta, Size: size})
+	newETag, err := f.fsys.rewriteMeta(ctx, key, etag, size, meta)
 	if err != nil {
 		f.fsys.log.Error("attributes set while the file was open could not be stored (CopyObject onto itself)",
 			"key", key, "err", err)
 		return errno(err)
-	}
-	if newETag == "" {
-		newETag = etag // a CopyObject answer without an ETag: the content is unchanged
 	}
 	st := statOfMeta(size, newETag, meta)
 	f.mu.Lock()
@@ -505,4 +497,20 @@ func (d *Dir) Setattr(ctx context.Context, fh gofs.FileHandle, in *fuse.SetAttrI
 	d.mu.Unlock()
 	out.Attr = a
 	return 0
+}
+
+// rewriteMeta replaces the user metadata of the object key (size bytes,
+// ETag etag) in place: CopyObject onto itself with REPLACE, only if it
+// still has etag (412: ErrPrecondition). It returns the object's new ETag
+// (etag again when the answer carries none: the content is unchanged).
+func (fs *FS) rewriteMeta(ctx context.Context, key, etag string, size int64, meta map[string]string) (string, error) {
+	fs.meta.ForgetVersion(key)
+	newETag, err := fs.client.Copy(ctx, key, key, s3backend.CopyOptions{SrcETag: etag, Meta: meta, Size: size})
+	if err != nil {
+		return "", err
+	}
+	if newETag == "" {
+		newETag = etag
+	}
+	return newETag, nil
 }

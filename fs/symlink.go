@@ -163,13 +163,9 @@ func (l *Symlink) Setattr(ctx context.Context, fh gofs.FileHandle, in *fuse.SetA
 		key, etag, size, user := l.key, l.etag, l.size, l.attr.user
 		l.mu.Unlock()
 		meta := encodeMeta(user, sIFLNK, 0o777, uid, gid, mtime.Truncate(time.Second))
-		l.fsys.meta.ForgetVersion(key)
-		newETag, err := l.fsys.client.Copy(ctx, key, key, s3backend.CopyOptions{SrcETag: etag, Meta: meta, Size: size})
+		newETag, err := l.fsys.rewriteMeta(ctx, key, etag, size, meta)
 		if err != nil {
 			return errno(err)
-		}
-		if newETag == "" {
-			newETag = etag // a CopyObject answer without an ETag: the content is unchanged
 		}
 		st := statOfMeta(size, newETag, meta)
 		l.update(st)
