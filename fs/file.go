@@ -264,7 +264,23 @@ func (f *File) Open(ctx context.Context, flags uint32) (gofs.FileHandle, uint32,
 			return nil, 0, en
 		}
 	}
-	return h, 0, 0
+	return h, writerFlags(flags), 0
+}
+
+// writerFlags are the FOPEN flags of a writable handle. A write-only one
+// (O_WRONLY: cp, tar, dd of=, shell redirections) gets FOPEN_DIRECT_IO:
+// the kernel hands each write(2) to the daemon straight from the
+// program's buffer instead of first copying it into page-cache pages of
+// the file (fuse_perform_write), pages that nothing reads back through a
+// write-only descriptor. That is one copy less per byte and no page cache
+// filled with what is being uploaded. Such a descriptor cannot be mmapped
+// (mmap(2) needs read access), so losing mmap costs nothing. O_RDWR keeps
+// the page cache: it may be mmapped, and reads of it are cached.
+func writerFlags(flags uint32) uint32 {
+	if flags&syscall.O_ACCMODE == syscall.O_WRONLY {
+		return fuse.FOPEN_DIRECT_IO
+	}
+	return 0
 }
 
 // cacheFlagsLocked chooses how the kernel page cache serves a handle

@@ -754,6 +754,7 @@ func (b *bench) run(ctx context.Context, r int) error {
 			key := fmt.Sprintf("wseq-%s-%d.bin", name, r)
 			_ = warmFile(b.localFile)
 			err := b.withMount(ctx, m, direct, nil, false, nil, 2*timeoutFor(c.size), func(ctx context.Context, p *mountProc) error {
+				settle()
 				var err error
 				v, err = ddWrite(ctx, b.localFile, obj(p, key), c.size)
 				h, e := p.vmHWM()
@@ -838,6 +839,7 @@ func (b *bench) writeCeilings(ctx context.Context, r int, record func(row, col s
 		if ctx.Err() != nil {
 			return
 		}
+		settle()
 		v, err := ceilingMultipart(ctx, b.s3, bucket, fmt.Sprintf("wceil-%d.bin", r), b.localFile, c.size, u)
 		if u == c.writeDefault {
 			record("wceil", "reference", v, err, "MB/s")

@@ -21,6 +21,12 @@ func dropCaches() error {
 	return os.WriteFile("/proc/sys/vm/drop_caches", []byte("3\n"), 0)
 }
 
+// settle writes back every dirty page (sync(2)), so that a write row does
+// not pay for the writeback of the uploads measured before it (the server
+// keeps each object on this machine's disk: four raw uploads of 1 GiB leave
+// gigabytes dirty). The source file stays in the page cache.
+func settle() { syscall.Sync() }
+
 // warmFile reads a local file so that it is in the page cache (the
 // server's copy of an object: every row then reads the server from memory).
 func warmFile(path string) error {

@@ -16,6 +16,9 @@ import (
 	"syscall"
 	"testing"
 	"time"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/s3mount/s3mount/test/harness"
 )
@@ -387,4 +390,97 @@ func TestMvDirectoryMadeInTheMount(t *testing.T) {
 	if keys := e.keys(""); strings.Join(keys, " ") != "d2/ d2/a d2/b sub2/ sub2/c" {
 		t.Errorf("keys after mv d2/sub sub2: %q", keys)
 	}
+}
+
+// TestWriteOnlyBypassesPageCache: what a program writes through an
+// O_WRONLY descriptor (cp, tar, dd of=) goes to the daemon without filling
+// the kernel page cache of the file (FOPEN_DIRECT_IO); readers see what
+// was written, also one that had the old bytes cached and one that opens
+// while the writer is still open. The page cache is looked at with
+// mincore(2) through a mapping of a descriptor opened before the write
+// (a new open would itself drop the pages of a changed file).
+func TestWriteOnlyBypassesPageCache(t *testing.T) {
+	e := newEnv(t)
+	mnt := e.mount()
+	p := filepath.Join(mnt, "wo.bin")
+	const size = 8 << 20
+	if err := os.WriteFile(p, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	r, err := os.Open(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	w, err := os.OpenFile(p, os.O_WRONLY|os.O_TRUNC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	chunk := bytes.Repeat([]byte("0123456789abcdef"), 1<<16)
+	var werr error
+	for off := 0; off < size && werr == nil; off += len(chunk) {
+		_, werr = w.Write(chunk)
+	}
+	resident, merr := residentPages(r, size)
+	cerr := w.Close()
+	if werr != nil || cerr != nil || merr != nil {
+		t.Fatalf("write %v, close %v, mincore %v", werr, cerr, merr)
+	}
+	if resident != 0 {
+		t.Errorf("after writing %d bytes write-only: %d pages of the file in the page cache, want 0", size, resident)
+	}
+
+	// Cache the bytes, then overwrite a middle range write-only.
+	if b, err := os.ReadFile(p); err != nil || len(b) != size {
+		t.Fatalf("read back: %d bytes, %v", len(b), err)
+	}
+	if n, err := residentPages(r, size); err != nil || n == 0 {
+		t.Errorf("after reading the file, %d pages cached (%v): the check above proves nothing", n, err)
+	}
+	w, err = os.OpenFile(p, os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, werr = w.WriteAt([]byte("NEW!"), size/2)
+	var during []byte
+	if werr == nil {
+		during, werr = os.ReadFile(p)
+	}
+	cerr = w.Close()
+	if werr != nil || cerr != nil {
+		t.Fatalf("write %v, close %v", werr, cerr)
+	}
+	if got := string(during[size/2 : size/2+4]); got != "NEW!" {
+		t.Errorf("a reader while the writer is open sees %q, want NEW!", got)
+	}
+	after, err := os.ReadFile(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(after) != size || string(after[size/2:size/2+4]) != "NEW!" {
+		t.Errorf("after close: %d bytes, %q at the middle", len(after), after[size/2:min(len(after), size/2+4)])
+	}
+	if got := e.get("wo.bin"); len(got) != size || string(got[size/2:size/2+4]) != "NEW!" {
+		t.Errorf("in S3: %d bytes, want %d with NEW! in the middle", len(got), size)
+	}
+}
+
+// residentPages maps the first size bytes of f read-only and counts the
+// pages mincore(2) reports in the page cache (the mapping faults nothing
+// in).
+func residentPages(f *os.File, size int) (int, error) {
+	m, err := unix.Mmap(int(f.Fd()), 0, size, unix.PROT_READ, unix.MAP_SHARED)
+	if err != nil {
+		return 0, fmt.Errorf("mmap: %w", err)
+	}
+	defer unix.Munmap(m)
+	vec := make([]byte, (size+os.Getpagesize()-1)/os.Getpagesize())
+	if _, _, en := unix.Syscall(unix.SYS_MINCORE, uintptr(unsafe.Pointer(&m[0])), uintptr(len(m)), uintptr(unsafe.Pointer(&vec[0]))); en != 0 {
+		return 0, fmt.Errorf("mincore: %w", en)
+	}
+	n := 0
+	for _, v := range vec {
+		n += int(v & 1)
+	}
+	return n, nil
 }
