@@ -443,15 +443,22 @@ func TestWriteOnlyBypassesPageCache(t *testing.T) {
 	}
 	_, werr = w.WriteAt([]byte("NEW!"), size/2)
 	var during []byte
+	early := make([]byte, 4)
 	if werr == nil {
 		during, werr = os.ReadFile(p)
 	}
+	if werr == nil {
+		_, werr = r.ReadAt(early, size/2)
+	}
 	cerr = w.Close()
 	if werr != nil || cerr != nil {
-		t.Fatalf("write %v, close %v", werr, cerr)
+		t.Fatalf("write/read %v, close %v", werr, cerr)
 	}
 	if got := string(during[size/2 : size/2+4]); got != "NEW!" {
-		t.Errorf("a reader while the writer is open sees %q, want NEW!", got)
+		t.Errorf("a reader opened while the writer is open sees %q, want NEW!", got)
+	}
+	if got := string(early); got != "NEW!" {
+		t.Errorf("a reader opened before, with the old bytes cached, sees %q, want NEW!", got)
 	}
 	after, err := os.ReadFile(p)
 	if err != nil {
