@@ -394,6 +394,7 @@ func (f *File) Setattr(ctx context.Context, fh gofs.FileHandle, in *fuse.SetAttr
 	}
 	st := statOfMeta(size, newETag, meta)
 	f.mu.Lock()
+	f.localETag = newETag // the same bytes: open readers follow
 	f.etag, f.mtime, f.fetched = newETag, mtime, time.Now()
 	f.attr.fromStat(st)
 	f.attr.own = true
@@ -432,6 +433,7 @@ func (f *File) flushMeta(ctx context.Context) syscall.Errno {
 	st := statOfMeta(size, newETag, meta)
 	f.mu.Lock()
 	if f.etag == etag {
+		f.localETag = newETag
 		f.etag, f.mtime, f.fetched = newETag, mtime, time.Now()
 		f.attr.fromStat(st)
 		f.attr.own = true

@@ -20,15 +20,18 @@ type File struct {
 	fsys *FS
 
 	mu       sync.Mutex
-	key      string         // guarded by mu; changes on rename
-	size     int64          // guarded by mu; bytes, as last seen in S3
-	etag     string         // guarded by mu; "" until the object exists
-	mtime    time.Time      // guarded by mu
-	fetched  time.Time      // guarded by mu; when size/etag were last learned
-	openETag string         // guarded by mu; ETag the kernel page cache holds
-	readers  map[string]int // guarded by mu; open read-only handles per ETag
-	content  *content       // guarded by mu; while writable handles are open (write.go)
-	unlinked bool           // guarded by mu
+	key      string    // guarded by mu; changes on rename
+	size     int64     // guarded by mu; bytes, as last seen in S3
+	etag     string    // guarded by mu; "" until the object exists
+	mtime    time.Time // guarded by mu
+	fetched  time.Time // guarded by mu; when size/etag were last learned
+	openETag string    // guarded by mu; ETag the kernel page cache holds
+	// localETag is the ETag of the last version this mount made (an
+	// upload or a metadata rewrite): read-only handles follow it.
+	localETag string         // guarded by mu
+	readers   map[string]int // guarded by mu; open read-only handles per ETag
+	content   *content       // guarded by mu; while writable handles are open (write.go)
+	unlinked  bool           // guarded by mu
 	// deleteOnClose: unlinked while open; the object is deleted when the
 	// last handle closes, so open handles keep reading it (unlink(2)).
 	deleteOnClose bool      // guarded by mu
@@ -176,6 +179,7 @@ func (f *File) closedLocked() {
 func (f *File) committed(size int64, etag string, mtime time.Time) (unlinked bool) {
 	f.mu.Lock()
 	f.size, f.etag, f.mtime, f.fetched = size, etag, mtime, time.Now()
+	f.localETag = etag
 	f.attr.committed()
 	key, unlinked := f.key, f.unlinked
 	f.mu.Unlock()
@@ -332,7 +336,7 @@ func (f *File) openWriter(flags uint32, created bool) (*handle, syscall.Errno) {
 		}
 		c.handles++
 		c.mu.Unlock()
-		return &handle{c: c, file: f}, 0
+		return &handle{c: c, file: f, appends: flags&syscall.O_APPEND != 0}, 0
 	}
 }
 
@@ -348,4 +352,32 @@ func (f *File) contentClosed(c *content) {
 
 func (f *File) newReaderLocked() *reader {
 	return newReader(f.fsys, f.key, f.etag, f.size)
+}
+
+// followLocal returns the reader a read-only handle reads with: r, or, when
+// this mount has committed a newer version of the file since r was opened
+// (a writer here closed or fsynced: >>, cp over it, an edit, chmod), a new
+// reader of that version, r being closed. A reader of a local file sees
+// what was written through any descriptor (POSIX read(2)); and a read past
+// the old version's end must not answer EOF, which the kernel would take
+// as the file's size (fuse_short_read) and an O_APPEND writer then as its
+// offset. Versions changed elsewhere stay pinned: those reads give ESTALE.
+// The caller closes r once no read uses it (at release: reads of the
+// handle may be in flight).
+func (f *File) followLocal(r *reader) *reader {
+	if r == nil {
+		return nil
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.localETag == "" || f.etag != f.localETag || r.etag == f.etag || f.unlinked {
+		return r
+	}
+	nr := f.newReaderLocked()
+	nr.file = f
+	f.readers[nr.etag]++
+	if f.readers[r.etag]--; f.readers[r.etag] <= 0 {
+		delete(f.readers, r.etag)
+	}
+	return nr
 }

@@ -235,6 +235,22 @@ func (c *content) truncate(ctx context.Context, n int64) syscall.Errno {
 func (c *content) write(ctx context.Context, data []byte, off int64) (uint32, syscall.Errno) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	return c.writeLocked(ctx, data, off)
+}
+
+// append is the write of an O_APPEND handle: at the content's end. off is
+// where the kernel meant to write; when it differs (its i_size was
+// behind), that is logged at debug level.
+func (c *content) append(ctx context.Context, data []byte, off int64) (uint32, syscall.Errno) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if off != c.size {
+		c.fsys.log.Debug("O_APPEND write moved to the end of the file", "key", c.file.key, "offset", off, "size", c.size)
+	}
+	return c.writeLocked(ctx, data, c.size)
+}
+
+func (c *content) writeLocked(ctx context.Context, data []byte, off int64) (uint32, syscall.Errno) {
 	if off+int64(len(data)) > maxObjectSize {
 		c.fsys.log.Warn("write refused: past S3's 5 TiB object limit", "key", c.file.key, "offset", off)
 		return 0, syscall.EFBIG
@@ -861,9 +877,19 @@ func (c *content) keepLocked(ctx context.Context, en syscall.Errno) {
 // handle is an open file: a reader, a writer (the file's content), or both
 // (O_RDWR).
 type handle struct {
-	r    *reader
-	c    *content
-	file *File
+	mu sync.Mutex // guards r and retired (a read-only handle follows local commits)
+	r  *reader
+	// retired are readers of older versions this handle read before it
+	// followed a local commit; closed at release.
+	retired []*reader
+	c       *content
+	file    *File
+	// appends: opened with O_APPEND. Each write lands at the content's
+	// end, whatever offset the kernel computed from its cached i_size
+	// (which a short read of an older version, or a change made
+	// elsewhere, can leave behind the file's real size): open(2) says
+	// O_APPEND writes go at the end of the file.
+	appends bool
 }
 
 var (
@@ -884,16 +910,26 @@ func (h *handle) Read(ctx context.Context, dest []byte, off int64) (fuse.ReadRes
 	if c := h.file.openContent(); c != nil {
 		return c.read(ctx, dest, off)
 	}
-	if h.r == nil {
+	h.mu.Lock()
+	r := h.file.followLocal(h.r)
+	if r != h.r {
+		h.retired = append(h.retired, h.r)
+		h.r = r
+	}
+	h.mu.Unlock()
+	if r == nil {
 		return nil, syscall.EBADF
 	}
-	return h.r.read(ctx, dest, off)
+	return r.read(ctx, dest, off)
 }
 
 // Write implements write(2); see the write path above.
 func (h *handle) Write(ctx context.Context, data []byte, off int64) (uint32, syscall.Errno) {
 	if h.c == nil {
 		return 0, syscall.EBADF
+	}
+	if h.appends {
+		return h.c.append(uninterruptible(ctx), data, off)
 	}
 	return h.c.write(uninterruptible(ctx), data, off)
 }
@@ -923,10 +959,16 @@ func (h *handle) Release(ctx context.Context) syscall.Errno {
 		// a multipart upload began) is stored now.
 		h.file.flushMeta(ctx)
 	}
-	if h.r != nil {
-		h.r.close()
+	h.mu.Lock()
+	r, retired := h.r, h.retired
+	h.mu.Unlock()
+	for _, old := range retired {
+		old.close()
+	}
+	if r != nil {
+		r.close()
 		if h.c == nil {
-			h.file.readerClosed(h.r.etag)
+			h.file.readerClosed(r.etag)
 		}
 	}
 	return 0

@@ -491,3 +491,43 @@ func residentPages(f *os.File, size int) (int, error) {
 	}
 	return n, nil
 }
+
+// TestAppendWithReaderOpen: `>>` appends while a reader holds the file
+// open (tail -f, a log viewer). The reader sees each append, reading past
+// the old end never makes the kernel shrink the file, and no append lands
+// over an earlier one (found by a break-it tryout: line1 was overwritten
+// by line2).
+func TestAppendWithReaderOpen(t *testing.T) {
+	e := newEnv(t)
+	mnt := e.mount()
+	p := filepath.Join(mnt, "log.txt")
+	if err := os.WriteFile(p, []byte("start\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	r, err := os.Open(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	buf := make([]byte, 100)
+	want := "start\n"
+	for i := 1; i <= 3; i++ {
+		line := fmt.Sprintf("line%d\n", i)
+		// The shell's >>: a write-only O_APPEND descriptor per command.
+		out, err := exec.Command("sh", "-c", "printf '"+strings.TrimSuffix(line, "\n")+"\\n' >> "+p).CombinedOutput()
+		if err != nil {
+			t.Fatalf("append %d: %v: %s", i, err, out)
+		}
+		n, err := r.ReadAt(buf, int64(len(want)))
+		if got := string(buf[:n]); got != line {
+			t.Errorf("after append %d the open reader reads %q at %d (%v), want %q", i, got, len(want), err, line)
+		}
+		want += line
+	}
+	if got, err := os.ReadFile(p); err != nil || string(got) != want {
+		t.Errorf("file: %q (%v), want %q", got, err, want)
+	}
+	if got := string(e.get("log.txt")); got != want {
+		t.Errorf("in S3: %q, want %q", got, want)
+	}
+}
