@@ -357,7 +357,7 @@ func (f *File) newReaderLocked() *reader {
 // followLocal returns the reader a read-only handle reads with: r, or, when
 // this mount has committed a newer version of the file since r was opened
 // (a writer here closed or fsynced: >>, cp over it, an edit, chmod), a new
-// reader of that version, r being closed. A reader of a local file sees
+// reader of that version. A reader of a local file sees
 // what was written through any descriptor (POSIX read(2)); and a read past
 // the old version's end must not answer EOF, which the kernel would take
 // as the file's size (fuse_short_read) and an O_APPEND writer then as its
