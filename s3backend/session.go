@@ -91,6 +91,10 @@ func NewSession(ctx context.Context, cfg Config) (*Session, error) {
 		// small writes; 256 KiB ones keep syscalls per byte low.
 		t.WriteBufferSize = 256 << 10
 		t.ReadBufferSize = 256 << 10
+		// Bodies go out in 1 MiB writes, not 32 KiB ones (conn.go).
+		if t.DialContext != nil {
+			t.DialContext = wrapDial(t.DialContext)
+		}
 	})
 	opts := []func(*config.LoadOptions) error{
 		config.WithHTTPClient(httpClient),
