@@ -167,6 +167,7 @@ func mountCommand() *cli.Command {
 			&cli.StringFlag{Name: "block-size", Value: "1M", Usage: "unit of ranged GETs and of the block cache"},
 			&cli.StringFlag{Name: "cache-dir", Value: d.CacheDir, Usage: "staging files of files changed in place, and recovery/ for failed uploads"},
 			&cli.StringFlag{Name: "staging-limit", Value: "10G", Usage: "disk bytes all staging files may use; beyond, writes fail with ENOSPC (0: no limit)"},
+			&cli.StringFlag{Name: "copy-cache-size", Value: "0", Usage: "disk bytes for local copies of files read start to end, from which the kernel reads unchanged files opened again (passthrough; root, Linux 6.9+); 0: off"},
 			&cli.DurationFlag{Name: "metadata-ttl", Value: d.MetadataTTL, Usage: "how long stat and listing results are trusted (kernel entry/attr timeout)"},
 			&cli.IntFlag{Name: "max-rename-objects", Value: d.MaxRenameObjects, Usage: "most objects a directory rename moves; beyond it EXDEV (mv copies); 0: never"},
 			&cli.UintFlag{Name: "uid", Value: uint(d.UID), Usage: "owner of directories, and of files without x-amz-meta-uid"},
@@ -326,7 +327,7 @@ func optionsFrom(c *cli.Context) (mountopts.Options, error) {
 		flag string
 		dst  *int64
 	}{{"part-size", &o.PartSize}, {"cache-size", &o.CacheSize}, {"block-size", &o.BlockSize},
-		{"staging-limit", &o.StagingLimit}} {
+		{"staging-limit", &o.StagingLimit}, {"copy-cache-size", &o.CopyCacheSize}} {
 		if !c.IsSet(s.flag) {
 			continue
 		}
@@ -394,7 +395,16 @@ func serve(o mountopts.Options, source, mountpoint string) error {
 	defer blocks.Close()
 	m.WatchCache(blocks)
 	m.WatchWrites()
-	bucketCfg := fs.Config{Blocks: blocks, Prefix: o.Prefix, BlockSize: o.BlockSize,
+	var copies *cache.Copies
+	if o.CopyCacheSize > 0 {
+		if copies, err = cache.OpenCopies(o.CacheDir, o.CopyCacheSize, o.BlockSize); err != nil {
+			log.Warn("local copies off: their directory cannot be made", "dir", o.CacheDir, "err", err)
+			copies = nil
+		} else {
+			defer copies.Close()
+		}
+	}
+	bucketCfg := fs.Config{Blocks: blocks, Prefix: o.Prefix, BlockSize: o.BlockSize, Copies: copies,
 		DownloadThreads: o.DownloadThreads, PartSize: o.PartSize, UploadConcurrency: o.UploadConcurrency,
 		UID: o.UID, GID: o.GID, FileMode: uint32(o.FileMode), DirMode: uint32(o.DirMode), ReadOnly: o.ReadOnly,
 		CacheDir: o.CacheDir, StagingLimit: o.StagingLimit,
@@ -437,6 +447,13 @@ func serve(o mountopts.Options, source, mountpoint string) error {
 	if _, err := os.Stat(mountpoint); err != nil {
 		_ = server.Unmount()
 		return fmt.Errorf("the mount at %s does not answer: %w", mountpoint, err)
+	}
+	if copies != nil {
+		if err := fs.CheckPassthrough(server, copies); err != nil {
+			log.Info("local copies off: the kernel refused a passthrough backing file (needs CAP_SYS_ADMIN and Linux 6.9+)", "err", err)
+		} else {
+			copies.Enable()
+		}
 	}
 	log.Info("mounted", "source", fsName, "mountpoint", mountpoint, "bucket", o.Bucket, "prefix", o.Prefix,
 		"auth", o.EffectiveAuth(), "log", logDest)

@@ -71,6 +71,7 @@ func TestEveryMountOptionHasAnOForm(t *testing.T) {
 		"metrics-addr":           {"metrics_addr=127.0.0.1:9100", func(o mountopts.Options) bool { return o.MetricsAddr == "127.0.0.1:9100" }},
 		"cache-dir":              {"cache_dir=/var/cache/s3mount", func(o mountopts.Options) bool { return o.CacheDir == "/var/cache/s3mount" }},
 		"staging-limit":          {"staging_limit=2G", func(o mountopts.Options) bool { return o.StagingLimit == 2<<30 }},
+		"copy-cache-size":        {"copy_cache_size=3G,ro", func(o mountopts.Options) bool { return o.CopyCacheSize == 3<<30 && o.ReadOnly }},
 		"max-rename-objects":     {"max_rename_objects=250", func(o mountopts.Options) bool { return o.MaxRenameObjects == 250 }},
 		// Generic options are its -o form: nosuid, noatime, ... (mount_option=
 		// itself is refused, see the bad cases).

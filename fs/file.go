@@ -39,13 +39,18 @@ type File struct {
 	// deleting is closed when the delete of an object unlinked while
 	// open, started at its last close, has ended.
 	deleting chan struct{} // guarded by mu
+
+	// ptOpen counts the open passthrough handles, ptFd is the File's
+	// descriptor of the copy they read, -1 when none (passthrough.go).
+	ptOpen int // guarded by mu
+	ptFd   int // guarded by mu
 }
 
 var _ gofs.InodeEmbedder = (*File)(nil)
 
 func newFile(fsys *FS, key string, st cache.Stat) *File {
 	f := &File{fsys: fsys, key: key, size: st.Size, etag: st.ETag, mtime: st.MTime, fetched: time.Now(),
-		readers: map[string]int{}}
+		readers: map[string]int{}, ptFd: -1}
 	f.attr.fromStat(st)
 	return f
 }
@@ -248,12 +253,14 @@ var _ gofs.NodeOpener = (*File)(nil)
 func (f *File) Open(ctx context.Context, flags uint32) (gofs.FileHandle, uint32, syscall.Errno) {
 	if flags&syscall.O_ACCMODE == syscall.O_RDONLY {
 		f.mu.Lock()
+		defer f.mu.Unlock()
 		h := &handle{r: f.newReaderLocked(), file: f}
 		h.r.file = f
-		fl := f.cacheFlagsLocked(h.r.etag)
 		f.readers[h.r.etag]++
-		f.mu.Unlock()
-		return h, fl, 0
+		if pt := f.passthroughLocked(h, h.r.etag); pt != nil {
+			return pt, 0, 0
+		}
+		return h, f.cacheFlagsLocked(h.r.etag), 0
 	}
 	if f.fsys.cfg.ReadOnly {
 		return nil, 0, syscall.EROFS

@@ -97,6 +97,10 @@ type reader struct {
 	// file is set for read-only handles (File.Open): its other readers of
 	// the same version share the kernel page cache and the blocks read ahead.
 	file *File
+	// copy, when not nil, is the local copy this handle fills with every
+	// block it reads (passthrough.go); started by a read at offset 0.
+	copy      atomic.Pointer[cache.Copy]
+	copyTried bool // guarded by mu
 }
 
 // heldFlight is a block the handle fetched or found ahead of the reader.
@@ -152,6 +156,12 @@ func (r *reader) read(ctx context.Context, dest []byte, off int64) (fuse.ReadRes
 	first, last := off/bs, (end-1)/bs
 
 	r.mu.Lock()
+	if off == 0 && !r.copyTried {
+		r.copyTried = true
+		if cp := r.startCopy(); cp != nil {
+			r.copy.Store(cp)
+		}
+	}
 	// The kernel's readahead sends several reads at once and they may be
 	// served out of order: a read up to seqSlack (or a window) behind the
 	// furthest one, or seqSlack past it, continues the streak.
@@ -231,6 +241,9 @@ func (r *reader) read(ctx context.Context, dest []byte, off int64) (fuse.ReadRes
 			return nil, errno(err)
 		}
 		bufs = append(bufs, buf)
+		if cp := r.copy.Load(); cp != nil && !cp.IsComplete() {
+			cp.Put(i, buf.Bytes()) // a block this handle did not fetch itself
+		}
 	}
 	if first == last {
 		// Within one block: reply with the block's own bytes, held until
@@ -390,6 +403,7 @@ func (r *reader) fetchRun(a int64, flights []*cache.Flight, readahead bool) {
 	if readahead && r.alone() {
 		finish = r.fsys.blocks.Land
 	}
+	cp := r.copy.Load()
 	for j, f := range flights {
 		i := a + int64(j)
 		if err != nil {
@@ -406,6 +420,9 @@ func (r *reader) fetchRun(a int64, flights []*cache.Flight, readahead bool) {
 			}
 			finish(r.blockKey(i), f, nil, err)
 			continue
+		}
+		if cp != nil {
+			cp.Put(i, buf.Bytes())
 		}
 		finish(r.blockKey(i), f, buf, nil)
 	}

@@ -50,6 +50,10 @@ type Config struct {
 	// DefaultMaxRenameObjects; negative: every directory rename answers
 	// EXDEV.
 	MaxRenameObjects int
+	// Copies holds whole local copies of objects read from start to end,
+	// which the kernel serves later opens from (passthrough.go); nil: none.
+	// Shared by every bucket of an all-buckets mount.
+	Copies *cache.Copies
 
 	UID, GID          uint32
 	FileMode, DirMode uint32 // permission bits only

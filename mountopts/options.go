@@ -115,6 +115,14 @@ type Options struct {
 	// StagingLimit bounds the bytes of all staging files of the mount; a
 	// write past it answers ENOSPC. Default 10 GiB; 0 means no limit.
 	StagingLimit int64
+	// CopyCacheSize bounds the disk bytes of whole local copies of objects
+	// read from start to end, kept under CacheDir so that the kernel reads
+	// an unchanged object opened again from its copy (FUSE passthrough,
+	// Linux 6.9+, CAP_SYS_ADMIN; fs/passthrough.go). Only with ReadOnly.
+	// Objects larger than
+	// half of it are not copied. Default 0: no copies (each byte read would also
+	// be written to local disk).
+	CopyCacheSize int64
 	// MaxRenameObjects is the most objects (keys under the directory,
 	// its marker included) one directory rename moves with CopyObject and
 	// DeleteObject; beyond it rename(2) answers EXDEV and mv(1) copies
@@ -167,6 +175,7 @@ func Default() Options {
 		MetadataTTL:       5 * time.Second,
 		CacheDir:          defaultCacheDir(),
 		StagingLimit:      10 << 30,
+		CopyCacheSize:     0,
 		MaxRenameObjects:  10000,
 		UID:               uint32(os.Getuid()),
 		GID:               uint32(os.Getgid()),
@@ -370,6 +379,13 @@ func (o *Options) Validate() error {
 	}
 	if o.CacheDir == "" {
 		bad("cache-dir", "is empty")
+	}
+	if o.CopyCacheSize < 0 {
+		bad("copy-cache-size", "%d bytes is negative", o.CopyCacheSize)
+	} else if o.CopyCacheSize > 0 && !o.ReadOnly {
+		// fs/passthrough.go: while a file has passthrough opens, the
+		// kernel refuses every other open of it, a writer's included.
+		bad("copy-cache-size", "needs --read-only: while a file is read from its local copy, the kernel lets no writer open it")
 	}
 	if o.StagingLimit < 0 {
 		bad("staging-limit", "%d bytes is negative", o.StagingLimit)

@@ -68,6 +68,8 @@ func TestValidateNamesTheOption(t *testing.T) {
 		{func(o *Options) { o.LogFormat = "xml" }, "--log-format"},
 		{func(o *Options) { o.MetricsAddr = "9100" }, "--metrics-addr"},
 		{func(o *Options) { o.MetricsAddr = "127.0.0.1:http" }, "--metrics-addr"},
+		{func(o *Options) { o.CopyCacheSize = -1; o.ReadOnly = true }, "--copy-cache-size"},
+		{func(o *Options) { o.CopyCacheSize = 1 << 30 }, "--copy-cache-size"}, // not --read-only
 	} {
 		o := Default()
 		o.Bucket = "data"
@@ -81,6 +83,10 @@ func TestValidateNamesTheOption(t *testing.T) {
 	o.Bucket = "data"
 	if err := o.Validate(); err != nil {
 		t.Errorf("defaults do not validate: %v", err)
+	}
+	o.ReadOnly, o.CopyCacheSize = true, 1<<30
+	if err := o.Validate(); err != nil {
+		t.Errorf("--read-only --copy-cache-size 1G does not validate: %v", err)
 	}
 }
 

@@ -1,0 +1,85 @@
+package cache
+
+import (
+	"bytes"
+	"os"
+	"path/filepath"
+	"testing"
+)
+
+func TestCopiesFillCompleteAndEvict(t *testing.T) {
+	parent := t.TempDir()
+	c, err := OpenCopies(parent, 10<<10, 1<<10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	k := CopyKey{Bucket: "b", Key: "k", ETag: "e1"}
+	if c.Start(k, 4<<10, 1<<10) != nil {
+		t.Fatal("Start before Enable made a copy")
+	}
+	c.Enable()
+	if c.Start(k, 512, 1<<10) != nil || c.Start(k, 6<<10, 1<<10) != nil {
+		t.Fatal("a copy of an object under minSize or over half the limit")
+	}
+	cp := c.Start(k, 2<<10+100, 1<<10)
+	if cp == nil {
+		t.Fatal("no copy")
+	}
+	data := bytes.Repeat([]byte("x"), 2<<10+100)
+	cp.Put(0, data[:1<<10])
+	cp.Put(2, data[2<<10:])
+	if c.Complete(k) != nil {
+		t.Fatal("complete with block 1 missing")
+	}
+	cp.Put(1, data[1<<10:2<<10])
+	if c.Complete(k) != cp {
+		t.Fatal("not complete after every block")
+	}
+	b, _ := os.ReadFile(cp.File().Name())
+	if !bytes.Equal(b, data) {
+		t.Fatalf("the file holds %d bytes, not the blocks put", len(b))
+	}
+	// Room: three more copies of 3 KiB in a 10 KiB limit evict the
+	// least recently used.
+	for i, e := range []string{"a", "b", "c"} {
+		if c.Start(CopyKey{Bucket: "b", Key: e, ETag: "x"}, 3<<10, 1<<10) == nil {
+			t.Fatalf("copy %d not made", i)
+		}
+	}
+	if u := c.Used(); u > 10<<10 {
+		t.Errorf("%d bytes of copies over the 10 KiB limit", u)
+	}
+	if c.Complete(k) != nil {
+		t.Error("the least recently used copy was not evicted")
+	}
+	if _, err := os.Stat(cp.File().Name()); !os.IsNotExist(err) {
+		t.Errorf("an evicted copy's file is still there: %v", err)
+	}
+}
+
+// A copies directory left by a mount that exited (its lock is free) is
+// removed by the next; one still locked is kept.
+func TestCopiesRemoveStaleDirectories(t *testing.T) {
+	parent := t.TempDir()
+	live, err := OpenCopies(parent, 1<<20, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer live.Close()
+	stale := filepath.Join(parent, "copies-stale")
+	if err := os.Mkdir(stale, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	next, err := OpenCopies(parent, 1<<20, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer next.Close()
+	if _, err := os.Stat(stale); !os.IsNotExist(err) {
+		t.Errorf("stale directory kept: %v", err)
+	}
+	if _, err := os.Stat(live.Dir()); err != nil {
+		t.Errorf("a live mount's directory was removed: %v", err)
+	}
+}
