@@ -25,7 +25,7 @@ type CopyKey struct {
 // cache. The least recently used copies are deleted for room; a deleted
 // copy's file lives on while someone (the kernel) holds it open.
 //
-// The directory is private to one mount: Open makes <dir>/copies-*, holds
+// The directory is private to one mount: OpenCopies makes <dir>/copies-*, holds
 // an flock(2) on it, and removes directories of mounts that have exited
 // (their lock is free). Nothing survives a remount: a copy is only as
 // trustworthy as the ETag it was read under.
@@ -53,8 +53,8 @@ type Copy struct {
 	elem *list.Element // guarded by c.mu; nil once dropped
 
 	mu       sync.Mutex
-	have     []bool // guarded by mu; block i is in the file
-	missing  int    // guarded by mu
+	have     []bool // guarded by mu; block i is in the file, or being written
+	missing  int    // guarded by mu; blocks not written yet
 	complete atomic.Bool
 	failed   atomic.Bool
 }
@@ -177,15 +177,6 @@ func (c *Copies) Complete(k CopyKey) *Copy {
 	return cp
 }
 
-// Drop deletes the copy of k, if any.
-func (c *Copies) Drop(k CopyKey) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if cp, ok := c.byKey[k]; ok {
-		c.dropLocked(cp)
-	}
-}
-
 func (c *Copies) dropLocked(cp *Copy) {
 	if cp.elem == nil {
 		return
@@ -213,20 +204,6 @@ func (c *Copies) Close() error {
 	return err
 }
 
-// Key is the version the copy holds.
-func (cp *Copy) Key() CopyKey {
-	cp.c.mu.Lock()
-	defer cp.c.mu.Unlock()
-	return cp.key
-}
-
-// Size is the size of the version the copy holds, in bytes.
-func (cp *Copy) Size() int64 {
-	cp.c.mu.Lock()
-	defer cp.c.mu.Unlock()
-	return cp.size
-}
-
 // File is the copy's file, open read-write. It stays open until the copy
 // is dropped; a caller needing it longer dups it (the kernel's passthrough
 // registration holds its own reference).
@@ -235,38 +212,31 @@ func (cp *Copy) File() *os.File { return cp.f }
 // IsComplete reports whether every block is in the file.
 func (cp *Copy) IsComplete() bool { return cp.complete.Load() }
 
-// Has reports whether block i is in the file.
-func (cp *Copy) Has(i int64) bool {
-	cp.mu.Lock()
-	defer cp.mu.Unlock()
-	return i >= 0 && i < int64(len(cp.have)) && cp.have[i]
-}
-
 // Put writes block i (its bytes b: the whole block, shorter only at the
-// end of the object) unless the file has it already. A failed write (e.g.
-// ENOSPC) drops the copy; the read that fed it is not affected.
+// end of the object) unless the file has it already or another Put is
+// writing it. A failed write (e.g. ENOSPC) drops the copy; the read that fed
+// it is not affected.
 func (cp *Copy) Put(i int64, b []byte) {
 	if cp.failed.Load() || cp.complete.Load() {
 		return
 	}
 	cp.mu.Lock()
-	defer cp.mu.Unlock()
-	if i < 0 || i >= int64(len(cp.have)) || cp.have[i] {
+	if i < 0 || i >= int64(len(cp.have)) || cp.have[i] || int64(len(b)) != min(cp.bs, cp.size-i*cp.bs) {
+		cp.mu.Unlock()
 		return
 	}
-	want := min(cp.bs, cp.size-i*cp.bs)
-	if int64(len(b)) != want {
-		return
-	}
+	cp.have[i] = true // claimed: no other Put writes it
+	cp.mu.Unlock()
 	if _, err := cp.f.WriteAt(b, i*cp.bs); err != nil {
 		cp.failed.Store(true)
 		go cp.c.dropCopy(cp)
 		return
 	}
-	cp.have[i] = true
+	cp.mu.Lock()
 	if cp.missing--; cp.missing == 0 {
 		cp.complete.Store(true)
 	}
+	cp.mu.Unlock()
 }
 
 func (c *Copies) dropCopy(cp *Copy) {
