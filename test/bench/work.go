@@ -28,7 +28,7 @@ func dropCaches() error {
 // a row does not pay for the writeback of the uploads measured before it
 // (the server keeps each object on this machine's disk), and then 2 s pass
 // for the kernel's background work on what the last row freed (this VM
-// reports freed memory to the hypervisor at once: shared/FIELD-NOTES.md).
+// reports freed memory to the hypervisor at once: README.md, "Machine notes").
 // Without the pause, s3mount's write measured 200–260 MB/s in the bench
 // against 300–340 by hand, almost all of it in a slower
 // CompleteMultipartUpload (fsync 1.3 s against 0.6 s). The source file
