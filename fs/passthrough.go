@@ -2,8 +2,9 @@ package fs
 
 // Local copies and FUSE passthrough (read-only mounts).
 //
-// A read-only handle that reads an object from its first byte fills a
-// local copy of that version (cache.Copies, under --cache-dir, bounded by
+// A read-only handle that reads an object from its first byte (or reads in
+// sequence from within its first copyPrefix bytes: the blocks before are
+// fetched for the copy, fillCopy) fills a local copy of that version (cache.Copies, under --cache-dir, bounded by
 // --copy-cache-size) with every block it reads. Once the copy is complete,
 // a later open of the same version is a passthrough open: the handle names
 // the copy's file (gofs.FilePassthroughFder; go-fuse registers it with
@@ -35,6 +36,7 @@ package fs
 
 import (
 	"context"
+	"io"
 	"os"
 	"syscall"
 
@@ -103,8 +105,8 @@ func (f *File) ptClosed() {
 	}
 }
 
-// startCopy returns the copy a read-only handle reading from the first
-// byte fills, or nil.
+// startCopy returns the copy a read-only handle reading from the start
+// fills (a new one, or the one another handle began), or nil.
 func (r *reader) startCopy() *cache.Copy {
 	if r.file == nil || r.etag == "" {
 		return nil
@@ -114,6 +116,49 @@ func (r *reader) startCopy() *cache.Copy {
 		return nil
 	}
 	return copies.Start(cache.CopyKey{Bucket: r.fsys.client.Bucket(), Key: r.key, ETag: r.etag}, r.size, r.fsys.cfg.BlockSize)
+}
+
+// copyPrefix is how far into a file a sequential read may begin (bytes)
+// and still fill a copy: the blocks before it are fetched for the copy.
+const copyPrefix = 8 << 20
+
+// fillCopy puts blocks [0, upto) into cp: from the block cache when there,
+// else with one ranged GET of the version the reader reads. Failures leave
+// the copy incomplete (it is then never served).
+func (r *reader) fillCopy(cp *cache.Copy, upto int64) {
+	bs := r.fsys.cfg.BlockSize
+	var missing []int64
+	for i := int64(0); i < upto; i++ {
+		if buf, ok := r.fsys.blocks.Get(r.blockKey(i)); ok {
+			cp.Put(i, buf.Bytes())
+			buf.Release()
+			continue
+		}
+		missing = append(missing, i)
+	}
+	if len(missing) == 0 {
+		return
+	}
+	a, b := missing[0], missing[len(missing)-1]+1
+	off, n := a*bs, min(b*bs, r.size)-a*bs
+	ctx, cancel := context.WithTimeout(context.Background(), getTimeout(n))
+	defer cancel()
+	r.fsys.downloads <- struct{}{}
+	defer func() { <-r.fsys.downloads }()
+	body, err := r.fsys.client.OpenRange(ctx, r.key, r.etag, off, n)
+	if err != nil {
+		r.fsys.log.Debug("local copy: fetching its first blocks failed", "key", r.key, "err", err)
+		return
+	}
+	defer body.Close()
+	buf := make([]byte, bs)
+	for i := a; i < b; i++ {
+		want := min(bs, r.size-i*bs)
+		if _, err := io.ReadFull(body, buf[:want]); err != nil {
+			return
+		}
+		cp.Put(i, buf[:want])
+	}
 }
 
 // CheckPassthrough registers a file of the copies' directory as a FUSE

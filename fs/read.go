@@ -176,6 +176,16 @@ func (r *reader) read(ctx context.Context, dest []byte, off int64) (fuse.ReadRes
 			r.dropHeldLocked(i)
 		}
 	}
+	if !r.copyTried && r.streak >= seqThreshold && r.next-r.streak <= copyPrefix {
+		// Read in sequence from near the start, the first pages served
+		// by the kernel's page cache (head(1) before cat(1)): the copy
+		// starts here and the blocks before this read are fetched for it.
+		r.copyTried = true
+		if cp := r.startCopy(); cp != nil {
+			r.copy.Store(cp)
+			go r.fillCopy(cp, first)
+		}
+	}
 	wants := make([]want, 0, last-first+1)
 	var runs [][]*cache.Flight
 	var runStart []int64

@@ -4,7 +4,6 @@ package integration
 
 import (
 	"bytes"
-	"fmt"
 	"io"
 	"os"
 	"path/filepath"
@@ -22,11 +21,7 @@ import (
 // passthrough handle is open stay on its copy until it closes.
 func TestLocalCopiesServeReopens(t *testing.T) {
 	e := newEnv(t)
-	port, err := harness.FreePort()
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := fmt.Sprintf("127.0.0.1:%d", port)
+	addr := metricsAddr(t)
 	cacheDir := t.TempDir()
 	data := harness.RandomBytes(6<<20 + 12345)
 	e.put("c/obj.bin", data)
@@ -70,6 +65,33 @@ func TestLocalCopiesServeReopens(t *testing.T) {
 	}
 	if !found {
 		t.Errorf("no copy of %d bytes under %s (files: %v)", len(data), cacheDir, copies)
+	}
+
+	// head(1) then cat(1): the whole read's first request to the daemon
+	// starts past the pages head left in the page cache; the copy is
+	// still made (its first blocks fetched for it).
+	small := harness.RandomBytes(5<<20 + 1)
+	e.put("c/headed.bin", small)
+	hp := filepath.Join(mnt, "c", "headed.bin")
+	hf, err := os.Open(hp)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = io.ReadFull(hf, make([]byte, 100))
+	hf.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if b, err := os.ReadFile(hp); err != nil || !bytes.Equal(b, small) {
+		t.Fatalf("cat after head: %d bytes (%v)", len(b), err)
+	}
+	time.Sleep(300 * time.Millisecond) // the first blocks are fetched in the background
+	r1 := reads()
+	if b := readUncached(t, hp); !bytes.Equal(b, small) {
+		t.Fatalf("reopen after head + cat: %d bytes", len(b))
+	}
+	if r := reads(); r != r1 {
+		t.Errorf("after head + cat, reading the file again sent %v READs: no local copy was made", r-r1)
 	}
 
 	// Changed elsewhere while a passthrough handle is open: opens stay on
