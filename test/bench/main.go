@@ -662,53 +662,14 @@ func (b *bench) run(ctx context.Context, r int) error {
 		}
 		obj := func(p *mountProc, key string) string { return filepath.Join(p.mnt, key) }
 		if !c.skip["seq"] && b.usable(m) {
-			var cold, warmv float64
-			var cerr, werr error
-			err := b.withMount(ctx, m, direct, nil, true, []string{b.seqKey}, 2*timeoutFor(c.size), func(ctx context.Context, p *mountProc) error {
-				cold, cerr = dd(ctx, obj(p, b.seqKey), 0, c.size)
-				if cerr != nil {
-					werr = cerr
-					return cerr
-				}
-				// Warm as the local reference is: one read of the cached
-				// bytes first, then the measured one (the first re-read
-				// of pages also moves them to the active LRU list).
-				if _, werr = dd(ctx, obj(p, b.seqKey), 0, c.size); werr != nil {
-					return werr
-				}
-				warmv, werr = dd(ctx, obj(p, b.seqKey), 0, c.size)
-				return werr
-			})
-			if cerr == nil && err != nil {
-				cerr = err
-			}
-			if werr == nil && err != nil {
-				werr = err
-			}
+			cold, warmv, cerr, werr := b.coldWarm(ctx, m, direct, nil)
 			record("cold", name, cold, cerr, "MB/s")
 			record("warm", name, warmv, werr, "MB/s")
 			if name == "s3mount" {
 				// The same with local copies (a read-only mount): the
 				// cold read also writes the copy, re-reads come from it.
 				extra := []string{"--read-only", "--copy-cache-size", strconv.FormatInt(4*c.size, 10)}
-				cold, warmv, cerr, werr = 0, 0, nil, nil
-				err := b.withMount(ctx, m, direct, extra, true, []string{b.seqKey}, 2*timeoutFor(c.size), func(ctx context.Context, p *mountProc) error {
-					if cold, cerr = dd(ctx, obj(p, b.seqKey), 0, c.size); cerr != nil {
-						werr = cerr
-						return cerr
-					}
-					if _, werr = dd(ctx, obj(p, b.seqKey), 0, c.size); werr != nil {
-						return werr
-					}
-					warmv, werr = dd(ctx, obj(p, b.seqKey), 0, c.size)
-					return werr
-				})
-				if cerr == nil && err != nil {
-					cerr = err
-				}
-				if werr == nil && err != nil {
-					werr = err
-				}
+				cold, warmv, cerr, werr = b.coldWarm(ctx, m, direct, extra)
 				record("coldcp", name, cold, cerr, "MB/s")
 				record("warmcp", name, warmv, werr, "MB/s")
 			}
@@ -889,6 +850,34 @@ func (b *bench) writeCeilings(ctx context.Context, r int, record func(row, col s
 	}
 	record("wceilbest", "reference", best, berr, "MB/s")
 	b.bestWrite = append(b.bestWrite, bestAt.String())
+}
+
+// coldWarm mounts m fresh (with extra flags), drops caches, and reads the
+// main object three times with dd: the cold read, one unmeasured re-read
+// and the measured warm one, as the local reference is measured (the first
+// re-read of cached pages also moves them to the active LRU list). It
+// returns MB/s of the cold and warm reads and their errors.
+func (b *bench) coldWarm(ctx context.Context, m mounter, url string, extra []string) (cold, warm float64, cerr, werr error) {
+	c := b.cfg
+	err := b.withMount(ctx, m, url, extra, true, []string{b.seqKey}, 2*timeoutFor(c.size), func(ctx context.Context, p *mountProc) error {
+		path := filepath.Join(p.mnt, b.seqKey)
+		if cold, cerr = dd(ctx, path, 0, c.size); cerr != nil {
+			werr = cerr
+			return cerr
+		}
+		if _, werr = dd(ctx, path, 0, c.size); werr != nil {
+			return werr
+		}
+		warm, werr = dd(ctx, path, 0, c.size)
+		return werr
+	})
+	if cerr == nil && err != nil {
+		cerr = err
+	}
+	if werr == nil && err != nil {
+		werr = err
+	}
+	return cold, warm, cerr, werr
 }
 
 func realRow(n int) string { return fmt.Sprintf("real-%d", n) }

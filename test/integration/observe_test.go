@@ -50,6 +50,16 @@ func scrape(t *testing.T, addr string) map[string]float64 {
 	return out
 }
 
+// metricsAddr is a free 127.0.0.1 address for --metrics-addr.
+func metricsAddr(t *testing.T) string {
+	t.Helper()
+	port, err := harness.FreePort()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return fmt.Sprintf("127.0.0.1:%d", port)
+}
+
 // preadUncached reads n bytes at off through the mount after dropping the
 // file's pages from the kernel's page cache.
 func preadUncached(t *testing.T, path string, off, n int64) []byte {
@@ -94,11 +104,7 @@ func readUncached(t *testing.T, path string) []byte {
 // missing name.
 func TestMetricsCountAKnownWorkload(t *testing.T) {
 	e := newEnv(t)
-	port, err := harness.FreePort()
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := fmt.Sprintf("127.0.0.1:%d", port)
+	addr := metricsAddr(t)
 	mnt := e.mount("--metrics-addr", addr, "--part-size", "8M")
 	before := scrape(t, addr)
 	if before[`s3mount_s3_requests_total{op="UploadPart",status="ok"}`] != 0 {
