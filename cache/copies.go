@@ -162,6 +162,20 @@ func (c *Copies) Start(k CopyKey, size, bs int64) *Copy {
 	return cp
 }
 
+// Filling returns the copy of k being filled, or nil.
+func (c *Copies) Filling(k CopyKey) *Copy {
+	if !c.Enabled() {
+		return nil
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	cp, ok := c.byKey[k]
+	if !ok || cp.complete.Load() || cp.failed.Load() {
+		return nil
+	}
+	return cp
+}
+
 // Complete returns the complete copy of k, or nil.
 func (c *Copies) Complete(k CopyKey) *Copy {
 	if !c.Enabled() {
@@ -211,6 +225,24 @@ func (cp *Copy) File() *os.File { return cp.f }
 
 // IsComplete reports whether every block is in the file.
 func (cp *Copy) IsComplete() bool { return cp.complete.Load() }
+
+// Missing returns the blocks below upto (all: upto < 0) not in the file
+// and not being written, in order.
+func (cp *Copy) Missing(upto int64) []int64 {
+	cp.mu.Lock()
+	defer cp.mu.Unlock()
+	n := int64(len(cp.have))
+	if upto >= 0 {
+		n = min(n, upto)
+	}
+	var out []int64
+	for i := int64(0); i < n; i++ {
+		if !cp.have[i] {
+			out = append(out, i)
+		}
+	}
+	return out
+}
 
 // Put writes block i (its bytes b: the whole block, shorter only at the
 // end of the object) unless the file has it already or another Put is

@@ -63,6 +63,13 @@ func (f *File) update(st cache.Stat) {
 	if f.content != nil {
 		return
 	}
+	if f.ptOpen > 0 {
+		// The kernel reads the version of the passthrough handles'
+		// copy, and so does every open until they close
+		// (passthrough.go): stat must not show another's size, or
+		// tail(1) and mmap would read past that copy's end.
+		return
+	}
 	f.size, f.etag, f.mtime, f.fetched = st.Size, st.ETag, st.MTime, time.Now()
 	f.attr.fromStat(st)
 }
@@ -257,7 +264,7 @@ func (f *File) Open(ctx context.Context, flags uint32) (gofs.FileHandle, uint32,
 		h := &handle{r: f.newReaderLocked(), file: f}
 		h.r.file = f
 		f.readers[h.r.etag]++
-		if pt := f.passthroughLocked(h, h.r.etag); pt != nil {
+		if pt := f.passthroughLocked(h, h.r.etag, flags); pt != nil {
 			return pt, 0, 0
 		}
 		return h, f.cacheFlagsLocked(h.r.etag), 0

@@ -38,6 +38,7 @@ import (
 	"context"
 	"io"
 	"os"
+	"sync"
 	"syscall"
 
 	gofs "github.com/hanwen/go-fuse/v2/fs"
@@ -46,6 +47,42 @@ import (
 
 	"github.com/s3mount/s3mount/cache"
 )
+
+// afterRelease holds, per FUSE RELEASE request in progress (its cancel
+// channel, unique among requests in flight), what runs once go-fuse has
+// finished the release: the count of a page-cache read handle goes down
+// only after go-fuse has dropped its backing-ID reference for the release
+// (fs/bridge.go, Release: releaseBackingIDRef after the handle's own
+// Release). Counted down earlier, a passthrough open landing in between
+// would be granted, and that late drop could then unregister its backing
+// ID while it is open; the next passthrough open would register a second
+// backing file for the inode, which the kernel refuses (EBUSY: EIO).
+var afterRelease sync.Map // <-chan struct{} → func()
+
+// releaseHookFS runs afterRelease's hooks; Mount wraps go-fuse's raw
+// filesystem with it.
+type releaseHookFS struct {
+	fuse.RawFileSystem
+}
+
+// Release implements fuse.RawFileSystem.
+func (r releaseHookFS) Release(cancel <-chan struct{}, in *fuse.ReleaseIn) {
+	r.RawFileSystem.Release(cancel, in)
+	if fn, ok := afterRelease.LoadAndDelete(cancel); ok {
+		fn.(func())()
+	}
+}
+
+// whenReleased runs fn after go-fuse has finished the release request of
+// ctx (afterRelease), or now when ctx is not a FUSE request's.
+func whenReleased(ctx context.Context, fn func()) {
+	if fc, ok := ctx.(*fuse.Context); ok && fc.Cancel != nil {
+		if _, loaded := afterRelease.LoadOrStore(fc.Cancel, fn); !loaded {
+			return
+		}
+	}
+	fn()
+}
 
 // ptHandle is a read-only handle whose reads the kernel serves from a
 // complete local copy.
@@ -70,15 +107,21 @@ func (h *ptHandle) Release(ctx context.Context) syscall.Errno {
 }
 
 // passthroughLocked returns a passthrough handle for h, a new read-only
-// handle of version etag (already counted in f.readers), or nil when the
-// kernel must serve it from the FUSE page cache (see the rules above).
-func (f *File) passthroughLocked(h *handle, etag string) *ptHandle {
+// handle of version etag opened with flags (already counted in f.readers),
+// or nil when the kernel must serve it from the FUSE page cache (see the
+// rules above).
+//
+// An O_DIRECT open is not made a passthrough one unless it must be: the
+// copy's file system would require its offsets and sizes to be aligned
+// (ext4: 512 bytes), which FUSE's direct I/O does not.
+func (f *File) passthroughLocked(h *handle, etag string, flags uint32) *ptHandle {
 	if f.ptOpen > 0 {
 		f.ptOpen++
 		return &ptHandle{handle: h, fd: f.ptFd}
 	}
 	copies := f.fsys.cfg.Copies
-	if !copies.Enabled() || etag == "" || f.content != nil || f.readers[etag] > 1 || len(f.readers) > 1 {
+	if !copies.Enabled() || etag == "" || f.content != nil || f.readers[etag] > 1 || len(f.readers) > 1 ||
+		flags&syscall.O_DIRECT != 0 {
 		return nil
 	}
 	cp := copies.Complete(cache.CopyKey{Bucket: f.fsys.client.Bucket(), Key: f.key, ETag: etag})
@@ -105,60 +148,85 @@ func (f *File) ptClosed() {
 	}
 }
 
+func (r *reader) copyKey() cache.CopyKey {
+	return cache.CopyKey{Bucket: r.fsys.client.Bucket(), Key: r.key, ETag: r.etag}
+}
+
 // startCopy returns the copy a read-only handle reading from the start
 // fills (a new one, or the one another handle began), or nil.
 func (r *reader) startCopy() *cache.Copy {
-	if r.file == nil || r.etag == "" {
+	if r.file == nil || r.etag == "" || !r.fsys.cfg.Copies.Enabled() {
 		return nil
 	}
-	copies := r.fsys.cfg.Copies
-	if !copies.Enabled() {
+	return r.fsys.cfg.Copies.Start(r.copyKey(), r.size, r.fsys.cfg.BlockSize)
+}
+
+// joinCopy returns the copy of this version another handle is filling, so
+// that this one's blocks go into it too (the kernel spreads one file's reads
+// over its open handles), or nil.
+func (r *reader) joinCopy() *cache.Copy {
+	if r.file == nil || r.etag == "" || !r.fsys.cfg.Copies.Enabled() {
 		return nil
 	}
-	return copies.Start(cache.CopyKey{Bucket: r.fsys.client.Bucket(), Key: r.key, ETag: r.etag}, r.size, r.fsys.cfg.BlockSize)
+	return r.fsys.cfg.Copies.Filling(r.copyKey())
 }
 
 // copyPrefix is how far into a file a sequential read may begin (bytes)
 // and still fill a copy: the blocks before it are fetched for the copy.
 const copyPrefix = 8 << 20
 
-// fillCopy puts blocks [0, upto) into cp: from the block cache when there,
-// else with one ranged GET of the version the reader reads. Failures leave
+// fillCopy puts the blocks cp lacks below block upto (all of them: -1)
+// into it: from the block cache when there, else with a ranged GET per run
+// of missing blocks, of the version the reader reads. Blocks the kernel
+// served from its page cache never reach the daemon: the start of a file
+// that head(1) read, or what an earlier partial read left. Failures leave
 // the copy incomplete (it is then never served).
 func (r *reader) fillCopy(cp *cache.Copy, upto int64) {
 	bs := r.fsys.cfg.BlockSize
-	var missing []int64
-	for i := int64(0); i < upto; i++ {
+	missing := cp.Missing(upto)
+	var runs [][2]int64 // [first, end) block runs not in the block cache
+	for _, i := range missing {
 		if buf, ok := r.fsys.blocks.Get(r.blockKey(i)); ok {
 			cp.Put(i, buf.Bytes())
 			buf.Release()
 			continue
 		}
-		missing = append(missing, i)
+		if n := len(runs); n > 0 && runs[n-1][1] == i {
+			runs[n-1][1]++
+		} else {
+			runs = append(runs, [2]int64{i, i + 1})
+		}
 	}
-	if len(missing) == 0 {
-		return
+	buf := make([]byte, bs)
+	for _, run := range runs {
+		off, n := run[0]*bs, min(run[1]*bs, r.size)-run[0]*bs
+		if err := r.fetchInto(cp, run[0], off, n, buf); err != nil {
+			r.fsys.log.Debug("local copy: fetching its missing blocks failed", "key", r.key, "err", err)
+			return
+		}
 	}
-	a, b := missing[0], missing[len(missing)-1]+1
-	off, n := a*bs, min(b*bs, r.size)-a*bs
+}
+
+// fetchInto GETs n bytes at off (block a on) and puts them into cp.
+func (r *reader) fetchInto(cp *cache.Copy, a, off, n int64, buf []byte) error {
+	bs := r.fsys.cfg.BlockSize
 	ctx, cancel := context.WithTimeout(context.Background(), getTimeout(n))
 	defer cancel()
 	r.fsys.downloads <- struct{}{}
 	defer func() { <-r.fsys.downloads }()
 	body, err := r.fsys.client.OpenRange(ctx, r.key, r.etag, off, n)
 	if err != nil {
-		r.fsys.log.Debug("local copy: fetching its first blocks failed", "key", r.key, "err", err)
-		return
+		return err
 	}
 	defer body.Close()
-	buf := make([]byte, bs)
-	for i := a; i < b; i++ {
+	for i := a; i*bs < off+n; i++ {
 		want := min(bs, r.size-i*bs)
 		if _, err := io.ReadFull(body, buf[:want]); err != nil {
-			return
+			return err
 		}
 		cp.Put(i, buf[:want])
 	}
+	return nil
 }
 
 // CheckPassthrough registers a file of the copies' directory as a FUSE

@@ -101,6 +101,7 @@ type reader struct {
 	// block it reads (passthrough.go); started by a read at offset 0.
 	copy      atomic.Pointer[cache.Copy]
 	copyTried bool // guarded by mu
+	readToEnd bool // guarded by mu; a read reached the end of the object
 }
 
 // heldFlight is a block the handle fetched or found ahead of the reader.
@@ -129,12 +130,18 @@ func (r *reader) dropHeldLocked(i int64) {
 	}
 }
 
-// close drops what the handle holds; called at release.
+// close drops what the handle holds; called at release. A handle that read
+// to the end of the object with its copy still missing blocks (served to it
+// by the kernel's page cache, or read before the copy began) has them
+// fetched now that all its reads are done.
 func (r *reader) close() {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	for i := range r.held {
 		r.dropHeldLocked(i)
+	}
+	if cp := r.copy.Load(); cp != nil && r.readToEnd && !cp.IsComplete() {
+		go r.fillCopy(cp, -1)
 	}
 }
 
@@ -156,9 +163,15 @@ func (r *reader) read(ctx context.Context, dest []byte, off int64) (fuse.ReadRes
 	first, last := off/bs, (end-1)/bs
 
 	r.mu.Lock()
-	if off == 0 && !r.copyTried {
-		r.copyTried = true
-		if cp := r.startCopy(); cp != nil {
+	if !r.copyTried {
+		// From the start: a copy of this version; else the copy
+		// another handle is filling, if any.
+		cp := r.joinCopy()
+		if off == 0 {
+			cp = r.startCopy()
+		}
+		if cp != nil {
+			r.copyTried = true
 			r.copy.Store(cp)
 		}
 	}
@@ -185,6 +198,9 @@ func (r *reader) read(ctx context.Context, dest []byte, off int64) (fuse.ReadRes
 			r.copy.Store(cp)
 			go r.fillCopy(cp, first)
 		}
+	}
+	if end == r.size {
+		r.readToEnd = true
 	}
 	wants := make([]want, 0, last-first+1)
 	var runs [][]*cache.Flight

@@ -193,7 +193,7 @@ func Mount(mountpoint string, root Root, mc MountConfig) (*fuse.Server, error) {
 		opts.MountOptions.Options = append(opts.MountOptions.Options, "ro")
 	}
 	// gofs.Mount, with the raw filesystem wrapped by mc.Ops.
-	var raw fuse.RawFileSystem = gofs.NewNodeFS(root, opts)
+	var raw fuse.RawFileSystem = releaseHookFS{gofs.NewNodeFS(root, opts)}
 	if mc.Ops != nil {
 		raw = mc.Ops.wrap(raw, rootLogger(rc))
 	}

@@ -968,7 +968,13 @@ func (h *handle) Release(ctx context.Context) syscall.Errno {
 	if r != nil {
 		r.close()
 		if h.c == nil {
-			h.file.readerClosed(r.etag)
+			if h.file.fsys.cfg.Copies.Enabled() {
+				// Counted out once go-fuse is done with the release
+				// (passthrough.go, afterRelease).
+				whenReleased(ctx, func() { h.file.readerClosed(r.etag) })
+			} else {
+				h.file.readerClosed(r.etag)
+			}
 		}
 	}
 	return 0

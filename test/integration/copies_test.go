@@ -4,11 +4,15 @@ package integration
 
 import (
 	"bytes"
+	"fmt"
 	"io"
 	"os"
 	"path/filepath"
+	"sync"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/s3mount/s3mount/test/harness"
 )
@@ -94,6 +98,75 @@ func TestLocalCopiesServeReopens(t *testing.T) {
 		t.Errorf("after head + cat, reading the file again sent %v READs: no local copy was made", r-r1)
 	}
 
+	// Reads at a few offsets first (their pages stay in the kernel's page
+	// cache, so the full reads after them skip those blocks), then
+	// several readers at once: the copy is still completed.
+	multi := harness.RandomBytes(8<<20 + 7)
+	e.put("c/multi.bin", multi)
+	mp := filepath.Join(mnt, "c", "multi.bin")
+	if f, err := os.Open(mp); err != nil {
+		t.Fatal(err)
+	} else {
+		for _, off := range []int64{1 << 20, 6 << 20} { // whole blocks, one before readahead starts
+			if _, err := f.ReadAt(make([]byte, 1<<20), off); err != nil {
+				t.Error(err)
+			}
+		}
+		f.Close()
+	}
+	if b, err := os.ReadFile(mp); err != nil || !bytes.Equal(b, multi) {
+		t.Fatalf("full read after reads at offsets: %d bytes, %v", len(b), err)
+	}
+	time.Sleep(500 * time.Millisecond) // missing blocks are fetched after the release
+	r2 := reads()
+	if b := readUncached(t, mp); !bytes.Equal(b, multi) {
+		t.Fatalf("reopen: %d bytes", len(b))
+	}
+	if r := reads(); r != r2 {
+		t.Errorf("after reads at offsets then a full read, reading the file again sent %v READs: the copy was not completed", r-r2)
+	}
+	// Several readers at once of a file not read before.
+	multi = harness.RandomBytes(8<<20 + 9)
+	e.put("c/multi2.bin", multi)
+	mp = filepath.Join(mnt, "c", "multi2.bin")
+	var wg sync.WaitGroup
+	errs := make(chan error, 4)
+	for range 4 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if b, err := os.ReadFile(mp); err != nil || !bytes.Equal(b, multi) {
+				errs <- fmt.Errorf("concurrent read: %d bytes, %v", len(b), err)
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	time.Sleep(500 * time.Millisecond) // missing blocks are fetched after the last release
+	r2 = reads()
+	if b := readUncached(t, mp); !bytes.Equal(b, multi) {
+		t.Fatalf("reopen after concurrent readers: %d bytes", len(b))
+	}
+	if r := reads(); r != r2 {
+		t.Errorf("after 4 concurrent readers, reading the file again sent %v READs: the copy was not completed", r-r2)
+	}
+
+	// O_DIRECT with unaligned offsets works (no passthrough handle is
+	// open, so it is not made one: ext4 would refuse the alignment).
+	fd, err := unix.Open(mp, unix.O_RDONLY|unix.O_DIRECT, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ub := make([]byte, 1000)
+	n, err := unix.Pread(fd, ub, 12345)
+	unix.Close(fd)
+	if err != nil || n != 1000 || !bytes.Equal(ub, multi[12345:13345]) {
+		t.Errorf("O_DIRECT pread of 1000 bytes at 12345: %d, %v", n, err)
+	}
+
 	// Changed elsewhere while a passthrough handle is open: opens stay on
 	// its copy (the kernel allows one backing file per inode) until it
 	// closes; then the new version is read.
@@ -105,6 +178,9 @@ func TestLocalCopiesServeReopens(t *testing.T) {
 	e.put("c/obj.bin", next)
 	time.Sleep(1500 * time.Millisecond) // --metadata-ttl 1s
 	fi, _ := os.Stat(p)
+	if fi == nil || fi.Size() != int64(len(data)) {
+		t.Errorf("stat beside a passthrough handle: %v, want the size of its copy %d (tail would seek past it)", fi, len(data))
+	}
 	b, err = os.ReadFile(p)
 	if err != nil || !bytes.Equal(b, data) {
 		t.Errorf("an open beside a passthrough handle read %d bytes (%v), want the %d of its copy", len(b), err, len(data))
@@ -115,7 +191,11 @@ func TestLocalCopiesServeReopens(t *testing.T) {
 	}
 	r.Close()
 	time.Sleep(200 * time.Millisecond) // RELEASE is asynchronous
+	time.Sleep(1100 * time.Millisecond) // the attributes pinned meanwhile expire
 	if b := readUncached(t, p); !bytes.Equal(b, next) {
-		t.Errorf("after the passthrough handles closed, a new open read %d bytes, not the new version's %d (stat said %d)", len(b), len(next), fi.Size())
+		t.Errorf("after the passthrough handles closed, a new open read %d bytes, not the new version's %d", len(b), len(next))
+	}
+	if fi, err := os.Stat(p); err != nil || fi.Size() != int64(len(next)) {
+		t.Errorf("stat after the passthrough handles closed: %v %v, want %d", fi, err, len(next))
 	}
 }
