@@ -246,29 +246,33 @@ func (cp *Copy) Missing(upto int64) []int64 {
 
 // Put writes block i (its bytes b: the whole block, shorter only at the
 // end of the object) unless the file has it already or another Put is
-// writing it. A failed write (e.g. ENOSPC) drops the copy; the read that fed
-// it is not affected.
-func (cp *Copy) Put(i int64, b []byte) {
+// writing it. A failed write (e.g. ENOSPC) drops the copy, and the first
+// such failure is returned (for the caller's log); the read that fed it is
+// not affected.
+func (cp *Copy) Put(i int64, b []byte) error {
 	if cp.failed.Load() || cp.complete.Load() {
-		return
+		return nil
 	}
 	cp.mu.Lock()
 	if i < 0 || i >= int64(len(cp.have)) || cp.have[i] || int64(len(b)) != min(cp.bs, cp.size-i*cp.bs) {
 		cp.mu.Unlock()
-		return
+		return nil
 	}
 	cp.have[i] = true // claimed: no other Put writes it
 	cp.mu.Unlock()
 	if _, err := cp.f.WriteAt(b, i*cp.bs); err != nil {
-		cp.failed.Store(true)
+		if cp.failed.Swap(true) {
+			return nil
+		}
 		go cp.c.dropCopy(cp)
-		return
+		return err
 	}
 	cp.mu.Lock()
 	if cp.missing--; cp.missing == 0 {
 		cp.complete.Store(true)
 	}
 	cp.mu.Unlock()
+	return nil
 }
 
 func (c *Copies) dropCopy(cp *Copy) {

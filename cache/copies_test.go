@@ -5,6 +5,7 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
+	"time"
 )
 
 func TestCopiesFillCompleteAndEvict(t *testing.T) {
@@ -81,5 +82,31 @@ func TestCopiesRemoveStaleDirectories(t *testing.T) {
 	}
 	if _, err := os.Stat(live.Dir()); err != nil {
 		t.Errorf("a live mount's directory was removed: %v", err)
+	}
+}
+
+// A copy whose write fails is dropped, and only the first failure is
+// returned (the caller logs it once).
+func TestCopyWriteFailureDropsIt(t *testing.T) {
+	c, err := OpenCopies(t.TempDir(), 1<<20, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.Enable()
+	k := CopyKey{Bucket: "b", Key: "k", ETag: "e"}
+	cp := c.Start(k, 2048, 1024)
+	cp.File().Close() // as a full disk would fail it
+	if err := cp.Put(0, make([]byte, 1024)); err == nil {
+		t.Fatal("a failed write returned no error")
+	}
+	if err := cp.Put(1, make([]byte, 1024)); err != nil {
+		t.Errorf("the second failure was returned too: %v", err)
+	}
+	for deadline := time.Now().Add(2 * time.Second); c.Used() != 0 && time.Now().Before(deadline); {
+		time.Sleep(5 * time.Millisecond)
+	}
+	if c.Used() != 0 || c.Filling(k) != nil {
+		t.Errorf("the failed copy is still counted (%d bytes) or found", c.Used())
 	}
 }

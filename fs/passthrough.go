@@ -187,7 +187,7 @@ func (r *reader) fillCopy(cp *cache.Copy, upto int64) {
 	var runs [][2]int64 // [first, end) block runs not in the block cache
 	for _, i := range missing {
 		if buf, ok := r.fsys.blocks.Get(r.blockKey(i)); ok {
-			cp.Put(i, buf.Bytes())
+			r.putCopy(cp, i, buf.Bytes())
 			buf.Release()
 			continue
 		}
@@ -224,9 +224,17 @@ func (r *reader) fetchInto(cp *cache.Copy, a, off, n int64, buf []byte) error {
 		if _, err := io.ReadFull(body, buf[:want]); err != nil {
 			return err
 		}
-		cp.Put(i, buf[:want])
+		r.putCopy(cp, i, buf[:want])
 	}
 	return nil
+}
+
+// putCopy writes block i into cp, logging a write that failed (the copy
+// is then dropped: ENOSPC under --cache-dir, say).
+func (r *reader) putCopy(cp *cache.Copy, i int64, b []byte) {
+	if err := cp.Put(i, b); err != nil {
+		r.fsys.log.Warn("local copy dropped: writing it failed", "key", r.key, "dir", r.fsys.cfg.CacheDir, "err", err)
+	}
 }
 
 // CheckPassthrough registers a file of the copies' directory as a FUSE

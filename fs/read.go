@@ -268,7 +268,7 @@ func (r *reader) read(ctx context.Context, dest []byte, off int64) (fuse.ReadRes
 		}
 		bufs = append(bufs, buf)
 		if cp := r.copy.Load(); cp != nil && !cp.IsComplete() {
-			cp.Put(i, buf.Bytes()) // a block this handle did not fetch itself
+			r.putCopy(cp, i, buf.Bytes()) // a block this handle did not fetch itself
 		}
 	}
 	if first == last {
@@ -448,7 +448,7 @@ func (r *reader) fetchRun(a int64, flights []*cache.Flight, readahead bool) {
 			continue
 		}
 		if cp != nil {
-			cp.Put(i, buf.Bytes())
+			r.putCopy(cp, i, buf.Bytes())
 		}
 		finish(r.blockKey(i), f, buf, nil)
 	}

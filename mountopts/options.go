@@ -382,6 +382,8 @@ func (o *Options) Validate() error {
 	}
 	if o.CopyCacheSize < 0 {
 		bad("copy-cache-size", "%d bytes is negative", o.CopyCacheSize)
+	} else if o.CopyCacheSize > 0 && o.CopyCacheSize < 2*o.BlockSize {
+		bad("copy-cache-size", "%d bytes holds no copy: files over half of it are not copied, and files under --block-size (%d) neither; use at least twice --block-size", o.CopyCacheSize, o.BlockSize)
 	} else if o.CopyCacheSize > 0 && !o.ReadOnly {
 		// fs/passthrough.go: while a file has passthrough opens, the
 		// kernel refuses every other open of it, a writer's included.
