@@ -69,7 +69,7 @@ func TestValidateNamesTheOption(t *testing.T) {
 		{func(o *Options) { o.MetricsAddr = "9100" }, "--metrics-addr"},
 		{func(o *Options) { o.MetricsAddr = "127.0.0.1:http" }, "--metrics-addr"},
 		{func(o *Options) { o.CopyCacheSize = -1; o.ReadOnly = true }, "--copy-cache-size"},
-		{func(o *Options) { o.CopyCacheSize = 1 << 30 }, "--copy-cache-size"}, // not --read-only
+		{func(o *Options) { o.CopyCacheSize = 1 << 30 }, "--copy-cache-size"},                    // not --read-only
 		{func(o *Options) { o.CopyCacheSize = 1 << 20; o.ReadOnly = true }, "--copy-cache-size"}, // < 2 blocks
 	} {
 		o := Default()

@@ -190,8 +190,9 @@ func TestLocalCopiesServeReopens(t *testing.T) {
 		t.Errorf("the passthrough handle read %x (%v)", got, err)
 	}
 	r.Close()
-	time.Sleep(200 * time.Millisecond) // RELEASE is asynchronous
-	time.Sleep(1100 * time.Millisecond) // the attributes pinned meanwhile expire
+	// RELEASE is asynchronous, and the attributes pinned meanwhile must
+	// expire (--metadata-ttl 1s).
+	time.Sleep(1300 * time.Millisecond)
 	if b := readUncached(t, p); !bytes.Equal(b, next) {
 		t.Errorf("after the passthrough handles closed, a new open read %d bytes, not the new version's %d", len(b), len(next))
 	}
