@@ -98,7 +98,9 @@ type reader struct {
 	// the same version share the kernel page cache and the blocks read ahead.
 	file *File
 	// copy, when not nil, is the local copy this handle fills with every
-	// block it reads (passthrough.go); started by a read at offset 0.
+	// block it reads (passthrough.go): one it started (a read at offset 0,
+	// or a sequential read from near the start) or one another handle of
+	// the version is filling.
 	copy      atomic.Pointer[cache.Copy]
 	copyTried bool // guarded by mu
 	readToEnd bool // guarded by mu; a read reached the end of the object
