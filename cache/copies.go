@@ -2,6 +2,7 @@ package cache
 
 import (
 	"container/list"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -176,6 +177,28 @@ func (c *Copies) Filling(k CopyKey) *Copy {
 	return cp
 }
 
+// Dup returns a new descriptor (close-on-exec) of the complete copy of k,
+// for the caller to own, and false when there is none. It is taken under
+// the lock that eviction takes to close the copy, so it never names a
+// descriptor number that eviction freed and another copy reused.
+func (c *Copies) Dup(k CopyKey) (int, bool) {
+	if !c.Enabled() {
+		return -1, false
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	cp, ok := c.byKey[k]
+	if !ok || !cp.complete.Load() {
+		return -1, false
+	}
+	fd, err := unix.FcntlInt(cp.f.Fd(), unix.F_DUPFD_CLOEXEC, 0)
+	if err != nil {
+		return -1, false
+	}
+	c.lru.MoveToFront(cp.elem)
+	return fd, true
+}
+
 // Complete returns the complete copy of k, or nil.
 func (c *Copies) Complete(k CopyKey) *Copy {
 	if !c.Enabled() {
@@ -261,8 +284,8 @@ func (cp *Copy) Put(i int64, b []byte) error {
 	cp.have[i] = true // claimed: no other Put writes it
 	cp.mu.Unlock()
 	if _, err := cp.f.WriteAt(b, i*cp.bs); err != nil {
-		if cp.failed.Swap(true) {
-			return nil
+		if cp.failed.Swap(true) || errors.Is(err, os.ErrClosed) {
+			return nil // dropped already (evicted for room): nothing to report
 		}
 		go cp.c.dropCopy(cp)
 		return err

@@ -6,6 +6,8 @@ import (
 	"path/filepath"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 func TestCopiesFillCompleteAndEvict(t *testing.T) {
@@ -96,7 +98,12 @@ func TestCopyWriteFailureDropsIt(t *testing.T) {
 	c.Enable()
 	k := CopyKey{Bucket: "b", Key: "k", ETag: "e"}
 	cp := c.Start(k, 2048, 1024)
-	cp.File().Close() // as a full disk would fail it
+	ro, err := os.Open(cp.File().Name()) // writes to it fail (EBADF), as a full disk's would
+	if err != nil {
+		t.Fatal(err)
+	}
+	cp.f.Close()
+	cp.f = ro
 	if err := cp.Put(0, make([]byte, 1024)); err == nil {
 		t.Fatal("a failed write returned no error")
 	}
@@ -108,5 +115,43 @@ func TestCopyWriteFailureDropsIt(t *testing.T) {
 	}
 	if c.Used() != 0 || c.Filling(k) != nil {
 		t.Errorf("the failed copy is still counted (%d bytes) or found", c.Used())
+	}
+}
+
+// Dup hands out a descriptor of a complete copy that outlives its eviction;
+// after the eviction there is none to hand out. A write to an evicted copy
+// reports nothing (it is not a disk failure).
+func TestCopiesDupAndEviction(t *testing.T) {
+	c, err := OpenCopies(t.TempDir(), 4<<10, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.Enable()
+	k := CopyKey{Bucket: "b", Key: "a", ETag: "e"}
+	cp := c.Start(k, 2<<10, 1<<10)
+	data := bytes.Repeat([]byte("a"), 2<<10)
+	cp.Put(0, data[:1<<10])
+	if _, ok := c.Dup(k); ok {
+		t.Fatal("Dup of an incomplete copy")
+	}
+	cp.Put(1, data[1<<10:])
+	fd, ok := c.Dup(k)
+	if !ok {
+		t.Fatal("no Dup of a complete copy")
+	}
+	defer unix.Close(fd)
+	filling := c.Start(CopyKey{Bucket: "b", Key: "b", ETag: "e"}, 2<<10, 1<<10)
+	c.Start(CopyKey{Bucket: "b", Key: "c", ETag: "e"}, 2<<10, 1<<10) // evicts a, the least recently used
+	if _, ok := c.Dup(k); ok {
+		t.Error("Dup of an evicted copy")
+	}
+	got := make([]byte, len(data))
+	if n, err := unix.Pread(fd, got, 0); err != nil || n != len(data) || !bytes.Equal(got, data) {
+		t.Errorf("the descriptor of the evicted copy read %d bytes, %v", n, err)
+	}
+	c.Start(CopyKey{Bucket: "b", Key: "d", ETag: "e"}, 2<<10, 1<<10) // evicts b, still filling
+	if err := filling.Put(0, data[:1<<10]); err != nil {
+		t.Errorf("a write to an evicted copy reported %v", err)
 	}
 }

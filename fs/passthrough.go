@@ -124,14 +124,10 @@ func (f *File) passthroughLocked(h *handle, etag string, flags uint32) *ptHandle
 		flags&syscall.O_DIRECT != 0 {
 		return nil
 	}
-	cp := copies.Complete(cache.CopyKey{Bucket: f.fsys.client.Bucket(), Key: f.key, ETag: etag})
-	if cp == nil {
-		return nil
-	}
 	// The File keeps its own descriptor while passthrough opens are open:
 	// the copy may be evicted meanwhile, and go-fuse may ask for it again.
-	fd, err := unix.FcntlInt(cp.File().Fd(), unix.F_DUPFD_CLOEXEC, 0)
-	if err != nil {
+	fd, ok := copies.Dup(cache.CopyKey{Bucket: f.fsys.client.Bucket(), Key: f.key, ETag: etag})
+	if !ok {
 		return nil
 	}
 	f.ptOpen, f.ptFd = 1, fd
