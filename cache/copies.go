@@ -187,15 +187,14 @@ func (c *Copies) Dup(k CopyKey) (int, bool) {
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	cp, ok := c.byKey[k]
-	if !ok || !cp.complete.Load() {
+	cp := c.completeLocked(k)
+	if cp == nil {
 		return -1, false
 	}
 	fd, err := unix.FcntlInt(cp.f.Fd(), unix.F_DUPFD_CLOEXEC, 0)
 	if err != nil {
 		return -1, false
 	}
-	c.lru.MoveToFront(cp.elem)
 	return fd, true
 }
 
@@ -206,6 +205,12 @@ func (c *Copies) Complete(k CopyKey) *Copy {
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	return c.completeLocked(k)
+}
+
+// completeLocked returns the complete copy of k, marked most recently
+// used, or nil.
+func (c *Copies) completeLocked(k CopyKey) *Copy {
 	cp, ok := c.byKey[k]
 	if !ok || !cp.complete.Load() {
 		return nil
