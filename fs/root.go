@@ -75,7 +75,7 @@ type FS struct {
 	// heads bounds the HEADs listings send for metadata (Dir.fillMeta).
 	heads chan struct{}
 	// bufs recycles part buffers of PartSize bytes.
-	bufs sync.Pool
+	bufs *partBufs
 	// staged counts the bytes of all staging files (disk blocks).
 	staged atomic.Int64
 	// pendingDeletes maps a key to the *File unlinked while open whose
@@ -105,7 +105,7 @@ func New(cfg Config) (*FS, *Dir) {
 		hidden: hiddenKeys{log: cfg.Logger}, downloads: make(chan struct{}, 4*cfg.DownloadThreads),
 		heads:   make(chan struct{}, headConcurrency),
 		mounted: time.Now(), maxWindow: max(cfg.BlockSize, cfg.Blocks.MaxBytes()/4)}
-	f.bufs.New = func() any { b := make([]byte, 0, cfg.PartSize); return &b }
+	f.bufs = sharedPartBufs(cfg.PartSize, 2*(cfg.UploadConcurrency+1))
 	root := &Dir{fsys: f, path: strings.TrimSuffix(cfg.Prefix, "/")}
 	f.cleanStaging()
 	if !cfg.ReadOnly {

@@ -331,8 +331,12 @@ func (c *content) growLocked(more int) {
 		return
 	}
 	n := min(max(2*cap(s.buf), len(s.buf)+more, 64<<10), part)
-	if n == part && len(s.buf) == 0 && part == int(c.fsys.cfg.PartSize) {
-		s.buf = c.getBuf()
+	if n >= min(part, 1<<20) && part == int(c.fsys.cfg.PartSize) {
+		// Past 1 MiB the file is likely large: move to a part buffer
+		// (reused memory) rather than growing on the heap to the part size.
+		nb := c.getBuf()[:len(s.buf)]
+		copy(nb, s.buf)
+		s.buf = nb
 		return
 	}
 	nb := make([]byte, len(s.buf), n)
@@ -340,16 +344,9 @@ func (c *content) growLocked(more int) {
 	s.buf = nb
 }
 
-func (c *content) getBuf() []byte {
-	b := c.fsys.bufs.Get().(*[]byte)
-	return (*b)[:0]
-}
+func (c *content) getBuf() []byte { return c.fsys.bufs.get() }
 
-func (c *content) putBuf(b []byte) {
-	if int64(cap(b)) == c.fsys.cfg.PartSize {
-		c.fsys.bufs.Put(&b)
-	}
-}
+func (c *content) putBuf(b []byte) { c.fsys.bufs.put(b) }
 
 // sendPartLocked turns the stream's full buffer into a part uploading in
 // the background. It waits for a free slot, which bounds memory.
