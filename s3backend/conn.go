@@ -1,10 +1,14 @@
 package s3backend
 
 import (
+	"bytes"
 	"context"
 	"io"
 	"net"
+	"net/http"
 	"sync"
+
+	"github.com/aws/aws-sdk-go-v2/service/s3"
 )
 
 // bodyWriteSize is how many bytes of a request body go to the connection
@@ -33,9 +37,18 @@ type bodyConn struct {
 }
 
 // ReadFrom implements io.ReaderFrom: it copies r to the connection in
-// writes of up to bodyWriteSize bytes, until r's EOF. It returns the bytes
-// written and the first read or write error (not io.EOF).
+// writes of up to bodyWriteSize bytes, until r's EOF. A sliceReader body
+// (sliceBodyClient) goes out from its own bytes, without a copy.
+// It returns the bytes written and the first read or write error (not
+// io.EOF).
 func (c bodyConn) ReadFrom(r io.Reader) (int64, error) {
+	if lr, ok := r.(*io.LimitedReader); ok {
+		if br, ok := lr.R.(sliceReader); ok && int64(br.Len()) <= lr.N {
+			n, err := br.WriteTo(c.Conn)
+			lr.N -= n
+			return n, err
+		}
+	}
 	bp := bodyBufs.Get().(*[]byte)
 	defer bodyBufs.Put(bp)
 	// Hide c's own ReadFrom and any WriterTo of r from io.CopyBuffer, so
@@ -52,4 +65,48 @@ func wrapDial(dial func(ctx context.Context, network, addr string) (net.Conn, er
 		}
 		return bodyConn{c}, nil
 	}
+}
+
+// httpDoer is the SDK's HTTP client interface (s3.HTTPClient).
+type httpDoer interface {
+	Do(*http.Request) (*http.Response, error)
+}
+
+// sliceBodyClient sends body, the whole request body of every attempt of
+// one operation, as a sliceReader.
+//
+// The SDK hands net/http its own wrapper of the operation's Body (smithy-go
+// safeReadCloser), which hides the bytes behind Read: bodyConn.ReadFrom
+// then copies them through its buffer. net/http passes the request's own
+// Body on to the connection (inside an io.LimitedReader), so with a
+// sliceReader bodyConn.ReadFrom writes the caller's bytes to the socket
+// directly: about 1 GiB less copied per GiB uploaded, and no buffer to
+// fault in. A request whose Content-Length is not len(body) is sent as
+// built.
+type sliceBodyClient struct {
+	next httpDoer
+	body []byte
+}
+
+// sliceReader is a request body over bytes in memory.
+type sliceReader struct{ *bytes.Reader }
+
+// Close implements io.Closer; it does nothing.
+func (sliceReader) Close() error { return nil }
+
+// Do implements s3.HTTPClient.
+func (c sliceBodyClient) Do(req *http.Request) (*http.Response, error) {
+	if req.Body != nil && len(c.body) > 0 && req.ContentLength == int64(len(c.body)) {
+		body := c.body
+		req.Body = sliceReader{bytes.NewReader(body)}
+		req.GetBody = func() (io.ReadCloser, error) { return sliceReader{bytes.NewReader(body)}, nil }
+	}
+	return c.next.Do(req)
+}
+
+// sliceBody is an operation option (for UploadPart and PutObject, whose
+// Body is bytes.NewReader(body)) that sends body without copying it; see
+// sliceBodyClient.
+func sliceBody(body []byte) func(*s3.Options) {
+	return func(o *s3.Options) { o.HTTPClient = sliceBodyClient{next: o.HTTPClient, body: body} }
 }

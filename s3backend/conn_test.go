@@ -9,18 +9,29 @@ import (
 	"net/http"
 	"sync"
 	"testing"
+	"unsafe"
 )
 
-// recordingConn records the size of each Write.
+// recordingConn records the size of each Write, and how many bytes came
+// straight from the memory of watch.
 type recordingConn struct {
 	net.Conn
-	mu     sync.Mutex
-	writes []int
+	watch   []byte
+	mu      sync.Mutex
+	writes  []int
+	aliased int
 }
 
 func (c *recordingConn) Write(p []byte) (int, error) {
 	c.mu.Lock()
 	c.writes = append(c.writes, len(p))
+	if len(p) > 0 && len(c.watch) > 0 {
+		base := uintptr(unsafe.Pointer(unsafe.SliceData(c.watch)))
+		at := uintptr(unsafe.Pointer(unsafe.SliceData(p)))
+		if at >= base && at < base+uintptr(len(c.watch)) {
+			c.aliased += len(p)
+		}
+	}
 	c.mu.Unlock()
 	return c.Conn.Write(p)
 }
@@ -90,5 +101,87 @@ func TestWrapDialPassesErrors(t *testing.T) {
 	_, err := wrapDial(func(context.Context, string, string) (net.Conn, error) { return nil, want })(context.Background(), "tcp", "x:1")
 	if err != want {
 		t.Fatalf("err = %v, want %v", err, want)
+	}
+}
+
+// opaqueBody hides its reader's type, as the SDK's own wrapper of an
+// operation's Body does (smithy-go safeReadCloser).
+type opaqueBody struct{ r io.Reader }
+
+func (b *opaqueBody) Read(p []byte) (int, error) { return b.r.Read(p) }
+func (b *opaqueBody) Close() error               { return nil }
+
+// sliceBodyClient makes net/http send a part's bytes from the caller's own
+// memory (no copy through bodyConn's buffer), intact, on a new and on a
+// kept-alive connection.
+func TestSliceBodyIsSentWithoutACopy(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body := make([]byte, 3*bodyWriteSize+12345)
+	rnd := rand.New(rand.NewPCG(3, 4))
+	for i := range body {
+		body[i] = byte(rnd.Uint32())
+	}
+	got := make(chan []byte, 4)
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		got <- b
+	})}
+	go srv.Serve(ln)
+	defer srv.Close()
+
+	var mu sync.Mutex
+	var conns []*recordingConn
+	var d net.Dialer
+	tr := &http.Transport{DialContext: wrapDial(func(ctx context.Context, network, addr string) (net.Conn, error) {
+		c, err := d.DialContext(ctx, network, addr)
+		if err != nil {
+			return nil, err
+		}
+		rc := &recordingConn{Conn: c, watch: body}
+		mu.Lock()
+		conns = append(conns, rc)
+		mu.Unlock()
+		return rc, nil
+	})}
+	defer tr.CloseIdleConnections()
+	client := sliceBodyClient{next: &http.Client{Transport: tr}, body: body}
+	for i := range 2 {
+		req, err := http.NewRequest(http.MethodPut, "http://"+ln.Addr().String()+"/part",
+			&opaqueBody{r: bytes.NewReader(body)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.ContentLength = int64(len(body))
+		resp, err := client.Do(req)
+		if err != nil {
+			t.Fatalf("request %d: %v", i, err)
+		}
+		resp.Body.Close()
+		if b := <-got; !bytes.Equal(b, body) {
+			t.Fatalf("request %d: server got %d bytes, not the %d sent (or different ones)", i, len(b), len(body))
+		}
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	aliased := 0
+	for _, c := range conns {
+		aliased += c.aliased
+	}
+	if aliased != 2*len(body) {
+		t.Fatalf("%d of %d body bytes were written from the caller's memory: the body was copied", aliased, 2*len(body))
+	}
+
+	// A body of another length than the request's is left as built.
+	req, _ := http.NewRequest(http.MethodPut, "http://"+ln.Addr().String()+"/part", bytes.NewReader(body[:10]))
+	resp, err := client.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if b := <-got; !bytes.Equal(b, body[:10]) {
+		t.Fatalf("short request: server got %q", b)
 	}
 }

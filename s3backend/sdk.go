@@ -205,7 +205,7 @@ func (c *S3) Put(ctx context.Context, key string, body []byte, opt PutOptions) (
 	ifMatch, ifNoneMatch := conditions(opt)
 	out, err := c.api.PutObject(ctx, &s3.PutObjectInput{Bucket: &c.bucket, Key: &key,
 		Body: bytes.NewReader(body), ContentLength: aws.Int64(int64(len(body))),
-		IfMatch: ifMatch, IfNoneMatch: ifNoneMatch, Metadata: opt.Meta}, unsignedPayload)
+		IfMatch: ifMatch, IfNoneMatch: ifNoneMatch, Metadata: opt.Meta}, unsignedPayload, sliceBody(body))
 	if err != nil {
 		return "", c.fail("PutObject", key, err)
 	}
@@ -229,7 +229,8 @@ func (c *S3) UploadPart(ctx context.Context, key, uploadID string, num int32, bo
 	ctx, cancel := bounded(ctx, transferTimeout(int64(len(body))))
 	defer cancel()
 	out, err := c.api.UploadPart(ctx, &s3.UploadPartInput{Bucket: &c.bucket, Key: &key, UploadId: &uploadID,
-		PartNumber: &num, Body: bytes.NewReader(body), ContentLength: aws.Int64(int64(len(body)))}, unsignedPayload)
+		PartNumber: &num, Body: bytes.NewReader(body), ContentLength: aws.Int64(int64(len(body)))},
+		unsignedPayload, sliceBody(body))
 	if err != nil {
 		return "", c.fail("UploadPart", key, err)
 	}
