@@ -46,25 +46,34 @@ func (c *recordingConn) largest() int {
 	return m
 }
 
-// A request body sent by net/http through a wrapped dial goes out in
-// writes of bodyWriteSize, not io.Copy's 32 KiB, and arrives intact.
-func TestBodyConnSendsBodiesInLargeWrites(t *testing.T) {
+// bodyServer starts an HTTP server on 127.0.0.1 that sends every request
+// body it receives to got (buffered n), and makes a random body of a few
+// bodyWriteSize.
+func bodyServer(t *testing.T, n int) (ln net.Listener, body []byte, got chan []byte) {
+	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	body := make([]byte, 3*bodyWriteSize+12345)
+	body = make([]byte, 3*bodyWriteSize+12345)
 	rnd := rand.New(rand.NewPCG(1, 2))
 	for i := range body {
 		body[i] = byte(rnd.Uint32())
 	}
-	got := make(chan []byte, 1)
+	got = make(chan []byte, n)
 	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		b, _ := io.ReadAll(r.Body)
 		got <- b
 	})}
 	go srv.Serve(ln)
-	defer srv.Close()
+	t.Cleanup(func() { srv.Close() })
+	return ln, body, got
+}
+
+// A request body sent by net/http through a wrapped dial goes out in
+// writes of bodyWriteSize, not io.Copy's 32 KiB, and arrives intact.
+func TestBodyConnSendsBodiesInLargeWrites(t *testing.T) {
+	ln, body, got := bodyServer(t, 1)
 
 	var rec *recordingConn
 	var d net.Dialer
@@ -115,22 +124,7 @@ func (b *opaqueBody) Close() error               { return nil }
 // memory (no copy through bodyConn's buffer), intact, on a new and on a
 // kept-alive connection.
 func TestSliceBodyIsSentWithoutACopy(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	body := make([]byte, 3*bodyWriteSize+12345)
-	rnd := rand.New(rand.NewPCG(3, 4))
-	for i := range body {
-		body[i] = byte(rnd.Uint32())
-	}
-	got := make(chan []byte, 4)
-	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		b, _ := io.ReadAll(r.Body)
-		got <- b
-	})}
-	go srv.Serve(ln)
-	defer srv.Close()
+	ln, body, got := bodyServer(t, 4)
 
 	var mu sync.Mutex
 	var conns []*recordingConn
