@@ -239,6 +239,12 @@ func (b *Buckets) Rmdir(ctx context.Context, name string) syscall.Errno {
 	if ch := b.GetChild(name); ch != nil && pendingUnder(ch) {
 		return syscall.ENOTEMPTY
 	}
+	b.mu.Lock()
+	fsys := b.filesystems[name]
+	b.mu.Unlock()
+	if fsys != nil {
+		fsys.awaitDeletes(ctx, "")
+	}
 	if err := b.cfg.Buckets.DeleteBucket(ctx, name); err != nil {
 		return errno(err)
 	}

@@ -385,6 +385,7 @@ func (d *Dir) Rmdir(ctx context.Context, name string) syscall.Errno {
 			}
 		}
 	}
+	d.fsys.awaitDeletes(ctx, path+"/")
 	page, err := d.fsys.client.List(ctx, path+"/", "", "", 2)
 	if err != nil {
 		return errno(err)

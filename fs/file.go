@@ -3,6 +3,7 @@ package fs
 import (
 	"context"
 	"errors"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -127,6 +128,36 @@ func (fs *FS) claimKey(key string) bool {
 		<-done // the delete is under way: let it finish first
 	}
 	return true
+}
+
+// deleteWait bounds how long rmdir(2) and a rename over a directory wait
+// for the objects of files unlinked while open to go (awaitDeletes).
+const deleteWait = 2 * time.Second
+
+// awaitDeletes waits until no file under prefix ("" for every key) that
+// was unlinked while open still has its object: one is deleted at the
+// file's last close, and close(2) returns before the kernel's RELEASE
+// arrives, so `echo x > d/f; rm d/f; rmdir d` would otherwise see d/f in
+// the listing and fail with ENOTEMPTY. It gives up after deleteWait (a
+// process still holding such a file open keeps its object until it
+// closes it) or when ctx ends.
+func (fs *FS) awaitDeletes(ctx context.Context, prefix string) {
+	deadline := time.Now().Add(deleteWait)
+	for {
+		pending := false
+		fs.pendingDeletes.Range(func(k, _ any) bool {
+			pending = strings.HasPrefix(k.(string), prefix)
+			return !pending
+		})
+		if !pending || time.Now().After(deadline) {
+			return
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(5 * time.Millisecond):
+		}
+	}
 }
 
 // markReplaced records that a rename put another file at this one's key:

@@ -8,6 +8,7 @@ import (
 	"math/rand"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -380,8 +381,7 @@ func TestSemanticsDirectoryOps(t *testing.T) {
 	}
 	// The writer's RELEASE is asynchronous: if it has not arrived yet,
 	// the file is still open for s3mount, and its object goes at that
-	// last close (unlink of an open file).
-	waitFor(t, func() bool { _, ok := c.Object("d/f"); return !ok }, "unlink to delete the object")
+	// last close (unlink of an open file); rmdir waits for it.
 	if err := os.Remove(filepath.Join(mnt, "d")); err != nil {
 		t.Fatalf("rmdir of an empty dir: %v", err)
 	}
@@ -816,5 +816,52 @@ func TestSemanticsReaderDuringWriteThenFreshOpen(t *testing.T) {
 	}
 	if string(got) != "one" {
 		t.Errorf("fresh open after close reads %q, want \"one\"", got)
+	}
+}
+
+// rmdir, and rename over a directory, wait for the object of a file
+// unlinked while still open (deleted at its last close, which the kernel
+// reports after close(2) has returned) instead of failing with ENOTEMPTY.
+func TestRmdirWaitsForFilesUnlinkedWhileOpen(t *testing.T) {
+	c := s3fake.New("bkt")
+	mnt := mountFake(t, c, nil)
+	// unlinkOpen writes name, unlinks it while open, and closes it 200 ms
+	// later, as a late RELEASE would.
+	unlinkOpen := func(name string) {
+		t.Helper()
+		f, err := os.Create(filepath.Join(mnt, name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := f.WriteString("x"); err != nil {
+			t.Fatal(err)
+		}
+		if err := f.Sync(); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Remove(filepath.Join(mnt, name)); err != nil {
+			t.Fatal(err)
+		}
+		if _, ok := c.Object(name); !ok {
+			t.Fatalf("%s: the object of a file still open went at unlink", name)
+		}
+		time.AfterFunc(200*time.Millisecond, func() { f.Close() })
+	}
+	for _, d := range []string{"d", "e", "e2"} {
+		if err := os.Mkdir(filepath.Join(mnt, d), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	unlinkOpen("d/f")
+	if err := syscall.Rmdir(filepath.Join(mnt, "d")); err != nil {
+		t.Fatalf("rmdir of a directory whose only file was unlinked while open: %v", err)
+	}
+	if keys := c.Keys(); slices.Contains(keys, "d/f") || slices.Contains(keys, "d/") {
+		t.Errorf("keys after rmdir: %q", keys)
+	}
+	unlinkOpen("e2/g")
+	// syscall.Rename: os.Rename refuses an existing directory itself.
+	if err := syscall.Rename(filepath.Join(mnt, "e"), filepath.Join(mnt, "e2")); err != nil {
+		t.Fatalf("rename over a directory whose only file was unlinked while open: %v", err)
 	}
 }

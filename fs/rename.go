@@ -352,6 +352,7 @@ func (f *FS) checkEmpty(ctx context.Context, node *gofs.Inode, dst string) sysca
 			}
 		}
 	}
+	f.awaitDeletes(ctx, dst+"/")
 	page, err := f.client.List(ctx, dst+"/", "", "", 2)
 	if err != nil {
 		return errno(err)
