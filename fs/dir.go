@@ -184,6 +184,9 @@ func (d *Dir) Readdir(ctx context.Context) (gofs.DirStream, syscall.Errno) {
 			if st, ok := kinds[name]; ok && st.Kind == cache.Dir {
 				continue // a directory of the same name wins
 			}
+			if _, ok := d.fsys.pendingDeletes.Load(o.Key); ok {
+				continue // unlinked while open: the name is gone already
+			}
 			st := cache.Stat{Kind: cache.File, Size: o.Size, ETag: o.ETag, MTime: o.LastModified.Truncate(time.Second)}
 			kinds[name] = st
 			mf.add(name, join(dir, name), st, o.LastModified)

@@ -853,6 +853,12 @@ func TestRmdirWaitsForFilesUnlinkedWhileOpen(t *testing.T) {
 		}
 	}
 	unlinkOpen("d/f")
+	if got := names(t, filepath.Join(mnt, "d")); len(got) != 0 {
+		t.Errorf("readdir after unlinking the open file d/f = %q, want nothing (unlink(2): the name is gone at once)", got)
+	}
+	if _, err := os.Stat(filepath.Join(mnt, "d/f")); !errors.Is(err, syscall.ENOENT) {
+		t.Errorf("stat of d/f after its unlink and a readdir: %v, want ENOENT", err)
+	}
 	if err := syscall.Rmdir(filepath.Join(mnt, "d")); err != nil {
 		t.Fatalf("rmdir of a directory whose only file was unlinked while open: %v", err)
 	}
