@@ -1,8 +1,13 @@
 package fs
 
 import (
+	"bytes"
+	"os"
+	"path/filepath"
 	"testing"
 	"unsafe"
+
+	"github.com/s3mount/s3mount/s3backend/s3fake"
 )
 
 func inMapping(p *partBufs, b []byte) bool {
@@ -67,4 +72,48 @@ func TestPartBufsHeapPastTheBound(t *testing.T) {
 	if sharedPartBufs(1<<20, 3) != sharedPartBufs(1<<20, 3) {
 		t.Fatal("mounts with the same settings do not share their slots")
 	}
+}
+
+// Every slot comes back: after a streamed file is truncated to 0 while
+// its multipart upload runs (the upload is aborted) and after a close.
+func TestPartBufsComeBack(t *testing.T) {
+	const part = 5<<20 + 4096 // a size no other test uses: its own slots
+	c := s3fake.New("bkt")
+	mnt := mountFake(t, c, func(cfg *Config) { cfg.PartSize = part })
+	p := sharedPartBufs(part, 2*(2+1))
+	if p.mem == nil {
+		t.Skip("no mapping: heap buffers only") // not expected on Linux
+	}
+	keep := len(p.free)
+	chunk := bytes.Repeat([]byte("s3mount "), part/8+1)
+	for i := range keep + 2 {
+		f, err := os.Create(filepath.Join(mnt, "t"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		// Over one part: the upload starts, and the next buffer is a slot.
+		if _, err := f.Write(chunk); err != nil {
+			t.Fatal(err)
+		}
+		if err := f.Truncate(0); err != nil {
+			t.Fatalf("round %d: truncate: %v", i, err)
+		}
+		if _, err := f.Seek(0, 0); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := f.Write([]byte("end")); err != nil {
+			t.Fatal(err)
+		}
+		if err := f.Close(); err != nil {
+			t.Fatalf("round %d: close: %v", i, err)
+		}
+	}
+	if got, ok := c.Object("t"); !ok || string(got) != "end" {
+		t.Fatalf("t in S3: %d bytes (%v), want \"end\"", len(got), ok)
+	}
+	waitFor(t, func() bool {
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		return len(p.free) == keep
+	}, "every part slot to come back")
 }

@@ -205,6 +205,7 @@ func (c *content) truncate(ctx context.Context, n int64) syscall.Errno {
 		// From empty: a stream again, whatever was there.
 		if c.stream != nil && c.stream.uploadID != "" {
 			c.abortStreamLocked()
+			c.putBuf(c.stream.buf)
 			c.stream = nil
 		}
 		if c.stream == nil {
@@ -503,6 +504,7 @@ func (c *content) commitStreamLocked(ctx context.Context) syscall.Errno {
 	c.afterCommitLocked(ctx, key, etag)
 	// A completed upload cannot take more parts: what follows is staged
 	// on top of the object just written.
+	c.putBuf(s.buf)
 	c.stream = nil
 	return 0
 }
