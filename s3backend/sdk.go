@@ -3,6 +3,8 @@ package s3backend
 import (
 	"bytes"
 	"context"
+	"crypto/md5"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -207,9 +209,58 @@ func (c *S3) Put(ctx context.Context, key string, body []byte, opt PutOptions) (
 		Body: bytes.NewReader(body), ContentLength: aws.Int64(int64(len(body))),
 		IfMatch: ifMatch, IfNoneMatch: ifNoneMatch, Metadata: opt.Meta}, unsignedPayload, sliceBody(body))
 	if err != nil {
+		if etag, ok := c.wroteAnyway(ctx, "PutObject", key, opt, err, func() string { return putETag(body) }); ok {
+			return etag, nil
+		}
 		return "", c.fail("PutObject", key, err)
 	}
 	return aws.ToString(out.ETag), nil
+}
+
+// wroteAnyway reports whether a conditional write (op: PutObject or
+// CompleteMultipartUpload) that failed with err did in fact write key, and
+// returns the object's ETag if so.
+//
+// The SDK retries a request whose response was lost (a 5xx or a reset after
+// the server had stored the object); the retry's If-None-Match: * or
+// If-Match then fails with 412 against the object its first attempt wrote.
+// After a 412 the object's ETag (HeadObject) is compared with the one this
+// write makes, want() (S3's ETag of an object stored without SSE-KMS or
+// SSE-C: see putETag, multipartETag); another client's object, or one
+// whose ETag is not an MD5, does not match and the 412 stands.
+func (c *S3) wroteAnyway(ctx context.Context, op, key string, opt PutOptions, err error, want func() string) (string, bool) {
+	if opt.IfMatch == "" && opt.IfNoneMatch == "" || classify(op, c.bucket, key, err).Kind != ErrPrecondition {
+		return "", false
+	}
+	info, herr := c.Head(ctx, key)
+	if herr != nil || info.ETag == "" || info.ETag != want() {
+		return "", false
+	}
+	c.log.Info(op+" answered 412 to a retry, but the object is this write's (the first attempt's response was lost)",
+		"bucket", c.bucket, "key", key, "etag", info.ETag)
+	return info.ETag, true
+}
+
+// putETag is the ETag S3 gives an object PutObject stores from body without
+// SSE-KMS or SSE-C: the hex MD5 of its bytes, quoted.
+func putETag(body []byte) string {
+	sum := md5.Sum(body)
+	return `"` + hex.EncodeToString(sum[:]) + `"`
+}
+
+// multipartETag is the ETag S3 gives an object completed from parts whose
+// ETags are MD5s: the hex MD5 of their binary MD5s, "-" and the part count,
+// quoted. "" when a part's ETag is not an MD5.
+func multipartETag(parts []Part) string {
+	h := md5.New()
+	for _, p := range parts {
+		b, err := hex.DecodeString(strings.Trim(p.ETag, `"`))
+		if err != nil || len(b) != md5.Size {
+			return ""
+		}
+		h.Write(b)
+	}
+	return fmt.Sprintf(`"%s-%d"`, hex.EncodeToString(h.Sum(nil)), len(parts))
 }
 
 // CreateMultipart implements Client (CreateMultipartUpload).
@@ -271,6 +322,9 @@ func (c *S3) CompleteMultipart(ctx context.Context, key, uploadID string, parts 
 		UploadId: &uploadID, MultipartUpload: &types.CompletedMultipartUpload{Parts: cp},
 		IfMatch: ifMatch, IfNoneMatch: ifNoneMatch})
 	if err != nil {
+		if etag, ok := c.wroteAnyway(ctx, "CompleteMultipartUpload", key, opt, err, func() string { return multipartETag(parts) }); ok {
+			return etag, nil
+		}
 		return "", c.fail("CompleteMultipartUpload", key, err)
 	}
 	return aws.ToString(out.ETag), nil
