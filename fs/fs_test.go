@@ -871,3 +871,51 @@ func TestRmdirWaitsForFilesUnlinkedWhileOpen(t *testing.T) {
 		t.Fatalf("rename over a directory whose only file was unlinked while open: %v", err)
 	}
 }
+
+// The name of a file unlinked while open stays gone after the metadata
+// TTL, although its object stays in S3 until the last close; a file or a
+// symlink made at that name then keeps its object when the old file's last
+// handle closes.
+func TestNameOfAFileUnlinkedWhileOpenStaysGone(t *testing.T) {
+	c := s3fake.New("bkt")
+	mnt := mountFake(t, c, nil) // --metadata-ttl 1s
+	holdUnlinked := func(name string) *os.File {
+		t.Helper()
+		p := filepath.Join(mnt, name)
+		if err := os.WriteFile(p, []byte("old"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		f, err := os.Open(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		// Closed before the unmount (cleanups run last first), also when
+		// the test fails early.
+		t.Cleanup(func() { f.Close() })
+		if err := os.Remove(p); err != nil {
+			t.Fatal(err)
+		}
+		return f
+	}
+	h := holdUnlinked("h")
+	h3 := holdUnlinked("h3")
+	time.Sleep(1500 * time.Millisecond) // past the TTL: stat asks S3, where h still is
+	if _, err := os.Stat(filepath.Join(mnt, "h")); !errors.Is(err, syscall.ENOENT) {
+		t.Errorf("stat of h after its unlink and the TTL: %v, want ENOENT", err)
+	}
+	if err := os.WriteFile(filepath.Join(mnt, "h"), []byte("new"), 0o644); err != nil {
+		t.Fatalf("writing a new h: %v", err)
+	}
+	if err := os.Symlink("target", filepath.Join(mnt, "h3")); err != nil {
+		t.Errorf("symlink at the name of a file unlinked while open: %v", err)
+	}
+	h.Close()
+	h3.Close()
+	time.Sleep(300 * time.Millisecond) // a wrong delete at the last close would be done by now
+	if got, ok := c.Object("h"); !ok || string(got) != "new" {
+		t.Errorf("h in S3 after the old file's last close = %q, %v; want \"new\"", got, ok)
+	}
+	if got, ok := c.Object("h3"); !ok || string(got) != "target" {
+		t.Errorf("h3 in S3 after the old file's last close = %q, %v; want the symlink's \"target\"", got, ok)
+	}
+}

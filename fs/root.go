@@ -233,8 +233,21 @@ func errno(err error) syscall.Errno { return s3backend.ToErrno(err) }
 
 // stat tells what path is, from the metadata cache or from S3: HEAD path
 // and LIST path+"/" (max-keys 1) at once; a directory wins over a file of
-// the same name. parent is the directory path holding it.
+// the same name. parent is the directory path holding it. A file unlinked
+// while open is not found (unlink(2): the name is gone at once), although
+// its object stays in S3 until its last close.
 func (f *FS) stat(ctx context.Context, path, parent string) (cache.Stat, error) {
+	st, err := f.statKey(ctx, path, parent)
+	if err == nil && st.Kind == cache.File {
+		if _, ok := f.pendingDeletes.Load(path); ok {
+			return cache.Stat{}, s3backend.ErrNotFound
+		}
+	}
+	return st, err
+}
+
+// statKey is stat without the files unlinked while open.
+func (f *FS) statKey(ctx context.Context, path, parent string) (cache.Stat, error) {
 	if st, ok := f.meta.Get(path); ok {
 		if st.Kind == cache.Absent {
 			return st, s3backend.ErrNotFound

@@ -204,7 +204,13 @@ func (d *Dir) Symlink(ctx context.Context, target, name string, out *fuse.EntryO
 		return nil, errno(err)
 	}
 	meta := encodeMeta(nil, sIFLNK, 0o777, d.fsys.cfg.UID, d.fsys.cfg.GID, time.Now())
-	etag, err := d.fsys.client.Put(ctx, path, []byte(target), s3backend.PutOptions{IfNoneMatch: "*", Meta: meta})
+	opt := s3backend.PutOptions{IfNoneMatch: "*", Meta: meta}
+	if d.fsys.claimKey(path) {
+		// The object of a file unlinked while open is still there (and
+		// no longer deleted at its last close): replace it.
+		opt.IfNoneMatch = ""
+	}
+	etag, err := d.fsys.client.Put(ctx, path, []byte(target), opt)
 	if errors.Is(err, s3backend.ErrPrecondition) {
 		d.fsys.meta.Invalidate(path, dir)
 		return nil, syscall.EEXIST
