@@ -198,6 +198,21 @@ func (c *Copies) Dup(k CopyKey) (int, bool) {
 	return fd, true
 }
 
+// Forget drops the copy of k, complete or not, if there is one: its file
+// is deleted (descriptors of it stay usable until closed) and later opens
+// of k find no copy. A writer that takes over a copy's file calls it, so
+// that the bytes it changes are never served as version k.
+func (c *Copies) Forget(k CopyKey) {
+	if c == nil {
+		return
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if cp, ok := c.byKey[k]; ok {
+		c.dropLocked(cp)
+	}
+}
+
 // Complete returns the complete copy of k, or nil.
 func (c *Copies) Complete(k CopyKey) *Copy {
 	if !c.Enabled() {

@@ -308,6 +308,13 @@ func (f *File) fillAttr(out *fuse.Attr) {
 	f.mu.Unlock()
 	if c != nil {
 		size = c.shownSize.Load()
+		if c.ptFile != nil {
+			// The kernel writes a passthrough content's file
+			// itself: its size is the file's.
+			if st := ptStamp(c.ptFile); st != (ptStat{}) {
+				size = st.size
+			}
+		}
 	}
 	out.Mode = syscall.S_IFREG | mode
 	out.Nlink = 1

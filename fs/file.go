@@ -43,8 +43,9 @@ type File struct {
 
 	// ptOpen counts the open passthrough handles, ptFd is the File's
 	// descriptor of the copy they read, -1 when none (passthrough.go).
-	ptOpen int // guarded by mu
-	ptFd   int // guarded by mu
+	ptOpen int           // guarded by mu
+	ptFd   int           // guarded by mu
+	ptCopy cache.CopyKey // guarded by mu; the copy ptFd is a descriptor of
 }
 
 var _ gofs.InodeEmbedder = (*File)(nil)
@@ -265,6 +266,9 @@ func (f *File) Getattr(ctx context.Context, fh gofs.FileHandle, out *fuse.AttrOu
 }
 
 func (f *File) truncate(ctx context.Context, fh gofs.FileHandle, size int64) syscall.Errno {
+	if pt, ok := fh.(*ptHandle); ok {
+		fh = pt.handle
+	}
 	if h, ok := fh.(*handle); ok && h.c != nil {
 		return h.c.truncate(ctx, size)
 	}
@@ -312,6 +316,15 @@ func (f *File) Open(ctx context.Context, flags uint32) (gofs.FileHandle, uint32,
 			h.Release(ctx)
 			return nil, 0, en
 		}
+	}
+	if h.pt {
+		// Passthrough handles are open (passthrough.go): this one
+		// must be one too, on their file. No FOPEN_DIRECT_IO: the
+		// kernel would send its writes here instead.
+		f.mu.Lock()
+		fd := f.ptFd
+		f.mu.Unlock()
+		return &ptHandle{handle: h, fd: fd}, 0, 0
 	}
 	return h, writerFlags(flags), 0
 }
@@ -363,25 +376,58 @@ func (f *File) readerClosed(etag string) {
 // openWriter attaches a writable handle to the file's content, starting
 // one if none is open. created is true for O_CREAT of a new name, whose
 // empty object must reach S3 even if nothing is written.
+//
+// While passthrough handles are open (a local copy, passthrough.go) the
+// handle is a passthrough one too (h.pt, counted in f.ptOpen), and so is
+// its content (ptContentLocked).
 func (f *File) openWriter(flags uint32, created bool) (*handle, syscall.Errno) {
 	for {
 		f.mu.Lock()
 		if f.content == nil {
-			f.content = newContentLocked(f, created)
+			if f.ptOpen > 0 {
+				c, err := f.ptContentLocked(created)
+				if err != nil {
+					f.mu.Unlock()
+					f.fsys.log.Error("open for writing: the local copy open for reading could not be taken over", "key", f.key, "err", err)
+					return nil, syscall.EIO
+				}
+				f.content = c
+			} else {
+				f.content = newContentLocked(f, created)
+			}
 			f.openETag = ""
 		}
 		c := f.content
+		pt := c.ptFile != nil
+		if pt {
+			if f.ptFd < 0 {
+				// A closed content whose passthrough handles
+				// are all gone: wait for it to be detached.
+				f.mu.Unlock()
+				time.Sleep(100 * time.Microsecond)
+				continue
+			}
+			// Counted before the content is joined: a content on
+			// the copy's file lives only while passthrough handles
+			// are open.
+			f.ptOpen++
+		}
 		f.mu.Unlock()
 		c.mu.Lock()
 		if c.closed {
 			// Its last handle was released meanwhile (RELEASE is
-			// asynchronous): take a new content.
+			// asynchronous; the content is detached once go-fuse has
+			// finished the release): take a new content.
 			c.mu.Unlock()
+			if pt {
+				f.ptClosed()
+			}
+			time.Sleep(100 * time.Microsecond)
 			continue
 		}
 		c.handles++
 		c.mu.Unlock()
-		return &handle{c: c, file: f, appends: flags&syscall.O_APPEND != 0}, 0
+		return &handle{c: c, file: f, appends: flags&syscall.O_APPEND != 0, pt: pt}, 0
 	}
 }
 

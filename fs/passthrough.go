@@ -50,14 +50,20 @@ import (
 
 // afterRelease holds, per FUSE RELEASE request in progress (its cancel
 // channel, unique among requests in flight), what runs once go-fuse has
-// finished the release: the count of a page-cache read handle goes down
-// only after go-fuse has dropped its backing-ID reference for the release
-// (fs/bridge.go, Release: releaseBackingIDRef after the handle's own
-// Release). Counted down earlier, a passthrough open landing in between
-// would be granted, and that late drop could then unregister its backing
-// ID while it is open; the next passthrough open would register a second
-// backing file for the inode, which the kernel refuses (EBUSY: EIO).
-var afterRelease sync.Map // <-chan struct{} → func()
+// finished the release: the count of a page-cache handle (a reader, or a
+// writer's content) goes down only after go-fuse has dropped its
+// backing-ID reference for the release (fs/bridge.go, Release:
+// releaseBackingIDRef after the handle's own Release). Counted down
+// earlier, a passthrough open landing in between would be granted, and
+// that late drop could then unregister its backing ID while it is open;
+// the next passthrough open would register a second backing file for the
+// inode, which the kernel refuses (EBUSY: EIO).
+var afterRelease sync.Map // <-chan struct{} → *releaseHooks
+
+type releaseHooks struct {
+	mu  sync.Mutex
+	fns []func()
+}
 
 // releaseHookFS runs afterRelease's hooks; Mount wraps go-fuse's raw
 // filesystem with it.
@@ -67,25 +73,39 @@ type releaseHookFS struct {
 
 // Release implements fuse.RawFileSystem.
 func (r releaseHookFS) Release(cancel <-chan struct{}, in *fuse.ReleaseIn) {
+	hooks := &releaseHooks{}
+	afterRelease.Store(cancel, hooks)
 	r.RawFileSystem.Release(cancel, in)
-	if fn, ok := afterRelease.LoadAndDelete(cancel); ok {
-		fn.(func())()
+	afterRelease.Delete(cancel)
+	hooks.mu.Lock()
+	fns := hooks.fns
+	hooks.fns = nil
+	hooks.mu.Unlock()
+	for _, fn := range fns {
+		fn()
 	}
 }
 
-// whenReleased runs fn after go-fuse has finished the release request of
-// ctx (afterRelease), or now when ctx is not a FUSE request's.
+// whenReleased runs fn after go-fuse has finished the RELEASE request of
+// ctx (afterRelease), or now when ctx is not a RELEASE's (a truncate(2)
+// that opened the file itself, a test).
 func whenReleased(ctx context.Context, fn func()) {
 	if fc, ok := ctx.(*fuse.Context); ok && fc.Cancel != nil {
-		if _, loaded := afterRelease.LoadOrStore(fc.Cancel, fn); !loaded {
+		if v, ok := afterRelease.Load(fc.Cancel); ok {
+			hooks := v.(*releaseHooks)
+			hooks.mu.Lock()
+			hooks.fns = append(hooks.fns, fn)
+			hooks.mu.Unlock()
 			return
 		}
 	}
 	fn()
 }
 
-// ptHandle is a read-only handle whose reads the kernel serves from a
-// complete local copy.
+// ptHandle is a handle whose reads (and writes) the kernel serves from a
+// local copy: a read-only one of a complete copy, or a writable one that
+// opened while passthrough handles were open (its content's stage is the
+// copy's file, ptContentLocked).
 type ptHandle struct {
 	*handle
 	fd int // the File's dup of the copy's file (File.ptFd)
@@ -100,9 +120,9 @@ var (
 // open when the node has no backing ID yet, and registers the file.
 func (h *ptHandle) PassthroughFd() (int, bool) { return h.fd, h.fd >= 0 }
 
-// Release implements FUSE RELEASE.
+// Release implements FUSE RELEASE (the embedded handle's Release counts
+// it out of File.ptOpen).
 func (h *ptHandle) Release(ctx context.Context) syscall.Errno {
-	h.file.ptClosed()
 	return h.handle.Release(ctx)
 }
 
@@ -117,6 +137,7 @@ func (h *ptHandle) Release(ctx context.Context) syscall.Errno {
 func (f *File) passthroughLocked(h *handle, etag string, flags uint32) *ptHandle {
 	if f.ptOpen > 0 {
 		f.ptOpen++
+		h.pt = true
 		return &ptHandle{handle: h, fd: f.ptFd}
 	}
 	copies := f.fsys.cfg.Copies
@@ -126,12 +147,69 @@ func (f *File) passthroughLocked(h *handle, etag string, flags uint32) *ptHandle
 	}
 	// The File keeps its own descriptor while passthrough opens are open:
 	// the copy may be evicted meanwhile, and go-fuse may ask for it again.
-	fd, ok := copies.Dup(cache.CopyKey{Bucket: f.fsys.client.Bucket(), Key: f.key, ETag: etag})
+	k := cache.CopyKey{Bucket: f.fsys.client.Bucket(), Key: f.key, ETag: etag}
+	fd, ok := copies.Dup(k)
 	if !ok {
 		return nil
 	}
-	f.ptOpen, f.ptFd = 1, fd
+	f.ptOpen, f.ptFd, f.ptCopy = 1, fd, k
+	h.pt = true
 	return &ptHandle{handle: h, fd: fd}
+}
+
+// ptContentLocked starts the content of a writable open that arrives
+// while passthrough handles are open: the kernel takes no other kind of
+// open then, so the writer is a passthrough one too, and its bytes go
+// straight into the copy's file, which every open handle reads. The copy
+// stops being a copy of its version (Copies.Forget) and becomes the
+// content's stage: at flush, fsync and the last close it is uploaded
+// whole (PutObject, or a multipart upload for files over --part-size),
+// when its size or mtime shows a change. f.mu is held.
+func (f *File) ptContentLocked(created bool) (*content, error) {
+	fd, err := unix.FcntlInt(uintptr(f.ptFd), unix.F_DUPFD_CLOEXEC, 0)
+	if err != nil {
+		return nil, err
+	}
+	f.fsys.cfg.Copies.Forget(f.ptCopy)
+	c := newContentLocked(f, created)
+	c.stream = nil
+	c.stage = ptStageFile(fd)
+	c.ptFile = c.stage.f
+	c.baseLimit = 0
+	c.ptSeen = ptStamp(c.ptFile)
+	c.setSizeLocked(c.ptSeen.size)
+	return c, nil
+}
+
+// ptStat is what a passthrough content last saw of its file.
+type ptStat struct {
+	size  int64
+	mtime unix.Timespec
+}
+
+// ptStamp returns the size and mtime of a passthrough content's file
+// (zero when fstat fails).
+func ptStamp(f *os.File) ptStat {
+	var st unix.Stat_t
+	if err := unix.Fstat(int(f.Fd()), &st); err != nil {
+		return ptStat{}
+	}
+	return ptStat{size: st.Size, mtime: st.Mtim}
+}
+
+// ptRefreshLocked takes in the writes the kernel made to a passthrough
+// content's file since it last looked: its size, and dirty when it
+// changed. c.mu is held.
+func (c *content) ptRefreshLocked() {
+	if c.ptFile == nil {
+		return
+	}
+	now := ptStamp(c.ptFile)
+	if now != c.ptSeen {
+		c.ptSeen = now
+		c.dirty = true
+		c.setSizeLocked(now.size)
+	}
 }
 
 // ptClosed counts a passthrough handle out.
@@ -141,6 +219,7 @@ func (f *File) ptClosed() {
 	if f.ptOpen--; f.ptOpen == 0 && f.ptFd >= 0 {
 		unix.Close(f.ptFd)
 		f.ptFd = -1
+		f.ptCopy = cache.CopyKey{}
 	}
 }
 

@@ -77,13 +77,16 @@ func TestReleaseFillsTheCopysMissingBlocks(t *testing.T) {
 	}
 }
 
-// recordingRaw is a raw filesystem whose Release records that it ran.
+// recordingRaw is a raw filesystem whose Release records that it ran,
+// after running during (as a handle's Release runs inside go-fuse's).
 type recordingRaw struct {
 	fuse.RawFileSystem
-	log *[]string
+	log    *[]string
+	during func(cancel <-chan struct{})
 }
 
 func (r recordingRaw) Release(cancel <-chan struct{}, in *fuse.ReleaseIn) {
+	r.during(cancel)
 	*r.log = append(*r.log, "go-fuse release")
 }
 
@@ -92,20 +95,24 @@ func (r recordingRaw) Release(cancel <-chan struct{}, in *fuse.ReleaseIn) {
 // passthrough open is granted in between.
 func TestReleaseHookRunsAfterGoFusesRelease(t *testing.T) {
 	var log []string
-	raw := releaseHookFS{recordingRaw{RawFileSystem: fuse.NewDefaultRawFileSystem(), log: &log}}
-	cancel := make(chan struct{})
-	whenReleased(&fuse.Context{Cancel: cancel}, func() { log = append(log, "counted out") })
-	if len(log) != 0 {
-		t.Fatalf("ran before the release: %v", log)
-	}
-	raw.Release(cancel, &fuse.ReleaseIn{})
+	raw := releaseHookFS{recordingRaw{RawFileSystem: fuse.NewDefaultRawFileSystem(), log: &log,
+		during: func(cancel <-chan struct{}) {
+			whenReleased(&fuse.Context{Cancel: cancel}, func() { log = append(log, "counted out") })
+			if len(log) != 0 {
+				t.Fatalf("ran before the release: %v", log)
+			}
+		}}}
+	raw.Release(make(chan struct{}), &fuse.ReleaseIn{})
 	if want := []string{"go-fuse release", "counted out"}; len(log) != 2 || log[0] != want[0] || log[1] != want[1] {
 		t.Fatalf("order %v, want %v", log, want)
 	}
-	// Outside a FUSE request: at once.
-	ran := false
-	whenReleased(context.Background(), func() { ran = true })
-	if !ran {
-		t.Fatal("not run without a FUSE request")
+	// Outside a FUSE request, or in another request than a RELEASE (a
+	// truncate(2) that opened the file itself): at once.
+	for _, ctx := range []context.Context{context.Background(), &fuse.Context{Cancel: make(chan struct{})}} {
+		ran := false
+		whenReleased(ctx, func() { ran = true })
+		if !ran {
+			t.Fatalf("not run at once outside a RELEASE (%T)", ctx)
+		}
 	}
 }

@@ -18,6 +18,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"sort"
@@ -100,6 +101,16 @@ type stageFile struct {
 	path    string
 	charged int64 // bytes counted in FS.staged
 	dirty   bool  // a sidecar exists: the file holds bytes not in S3
+	// pt: the file is a local copy that passthrough handles read and
+	// write directly (passthrough.go, ptStageFile). It has no path of
+	// its own, no sidecar and no charge: the copies' bound counts it.
+	pt bool
+}
+
+// ptStageFile makes a stage of a copy's file, given a descriptor of it
+// that the stage then owns.
+func ptStageFile(fd int) *stageFile {
+	return &stageFile{f: os.NewFile(uintptr(fd), "local copy"), pt: true}
 }
 
 // stageSeq numbers staging files within the process.
@@ -125,7 +136,7 @@ func (fs *FS) newStageFile(key string) (*stageFile, error) {
 // markDirty writes the sidecar saying the file holds bytes of key not yet
 // in S3; markClean removes it.
 func (s *stageFile) markDirty(fs *FS, key string) {
-	if s.dirty {
+	if s.dirty || s.pt {
 		return
 	}
 	s.dirty = true
@@ -166,6 +177,9 @@ func writeSidecar(path string, info recoveryInfo) error {
 
 // recharge sets the file's charge in FS.staged to its allocated bytes.
 func (s *stageFile) recharge(fs *FS) {
+	if s.pt {
+		return
+	}
 	var st unix.Stat_t
 	if err := unix.Fstat(int(s.f.Fd()), &st); err != nil {
 		return
@@ -184,6 +198,9 @@ func (fs *FS) room(n int64) bool {
 // remove deletes the staging file and its sidecar and uncharges it.
 func (s *stageFile) remove(fs *FS) {
 	s.f.Close()
+	if s.pt {
+		return
+	}
 	os.Remove(s.path)
 	os.Remove(s.path + ".json")
 	fs.staged.Add(-s.charged)
@@ -201,6 +218,23 @@ func (s *stageFile) keep(fs *FS, info recoveryInfo) (string, error) {
 	name := time.Now().UTC().Format("20060102T150405Z") + "-" + fmt.Sprint(os.Getpid()) + "-" +
 		recoveryName(info.Bucket+"/"+info.Key)
 	path := filepath.Join(dir, name)
+	if s.pt {
+		// A copy's file has no name of its own to move: its bytes are
+		// copied.
+		defer s.f.Close()
+		if err := writeSidecar(path+".json", info); err != nil {
+			return path, err
+		}
+		out, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+		if err != nil {
+			return "", err
+		}
+		_, err = io.Copy(out, io.NewSectionReader(s.f, 0, 1<<62))
+		if cerr := out.Close(); err == nil {
+			err = cerr
+		}
+		return path, err
+	}
 	s.f.Close()
 	// The sidecar first: whoever finds the file finds what it is.
 	if err := writeSidecar(path+".json", info); err != nil {

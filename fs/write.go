@@ -116,6 +116,12 @@ type content struct {
 
 	// shownSize mirrors size for stat(2), which must not wait for mu.
 	shownSize atomic.Int64
+
+	// ptFile is the stage's file when the content is a passthrough one
+	// (passthrough.go, ptContentLocked): the kernel writes it directly.
+	// Set once; ptSeen is its size and mtime as last taken in.
+	ptFile *os.File
+	ptSeen ptStat // guarded by mu
 }
 
 // stream is the state of a streaming upload.
@@ -192,6 +198,7 @@ func (c *content) partSize(n int32) int64 {
 func (c *content) truncate(ctx context.Context, n int64) syscall.Errno {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	c.ptRefreshLocked()
 	if n > maxObjectSize {
 		return syscall.EFBIG
 	}
@@ -425,6 +432,7 @@ func (c *content) commit(ctx context.Context) syscall.Errno {
 }
 
 func (c *content) commitLocked(ctx context.Context) syscall.Errno {
+	c.ptRefreshLocked()
 	if s := c.stream; s != nil && s.failure() != nil {
 		c.abortStreamLocked()
 		return syscall.EIO
@@ -520,6 +528,11 @@ func (c *content) afterCommitLocked(ctx context.Context, key, etag string) {
 		c.stage.markClean()
 	}
 	c.baseKey, c.baseETag, c.baseLimit = key, etag, c.size
+	if c.ptFile != nil {
+		// The kernel may write anywhere in the file: all of it stays
+		// the content.
+		c.baseLimit, c.valid = 0, nil
+	}
 	if c.baseReader != nil {
 		c.baseReader.close()
 		c.baseReader = nil
@@ -815,7 +828,13 @@ func (c *content) release(ctx context.Context) {
 		c.baseReader.close()
 		c.baseReader = nil
 	}
-	c.file.contentClosed(c)
+	if c.fsys.cfg.Copies.Enabled() {
+		// Detached once go-fuse is done with the release
+		// (passthrough.go, afterRelease).
+		whenReleased(ctx, func() { c.file.contentClosed(c) })
+	} else {
+		c.file.contentClosed(c)
+	}
 }
 
 // keepLocked saves what can be saved of a content whose last commit failed.
@@ -889,6 +908,8 @@ type handle struct {
 	// elsewhere, can leave behind the file's real size): open(2) says
 	// O_APPEND writes go at the end of the file.
 	appends bool
+	// pt: a passthrough handle, counted in file.ptOpen (passthrough.go).
+	pt bool
 }
 
 var (
@@ -961,6 +982,9 @@ func (h *handle) Release(ctx context.Context) syscall.Errno {
 	h.mu.Lock()
 	r, retired := h.r, h.retired
 	h.mu.Unlock()
+	if h.pt {
+		h.file.ptClosed()
+	}
 	for _, old := range retired {
 		old.close()
 	}

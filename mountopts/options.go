@@ -118,8 +118,9 @@ type Options struct {
 	// CopyCacheSize bounds the disk bytes of whole local copies of objects
 	// read from start to end, kept under CacheDir so that the kernel reads
 	// an unchanged object opened again from its copy (FUSE passthrough,
-	// Linux 6.9+, CAP_SYS_ADMIN; fs/passthrough.go). Only with ReadOnly.
-	// Objects larger than
+	// Linux 6.9+, CAP_SYS_ADMIN; fs/passthrough.go). A writer that opens
+	// a file while it is read from its copy writes into the copy, which
+	// is uploaded at close. Objects larger than
 	// half of it are not copied. Default 0: no copies (each byte read would also
 	// be written to local disk).
 	CopyCacheSize int64
@@ -384,10 +385,6 @@ func (o *Options) Validate() error {
 		bad("copy-cache-size", "%d bytes is negative", o.CopyCacheSize)
 	} else if o.CopyCacheSize > 0 && o.CopyCacheSize < 2*o.BlockSize {
 		bad("copy-cache-size", "%d bytes holds no copy: files over half of it are not copied, and files under --block-size (%d) neither; use at least twice --block-size", o.CopyCacheSize, o.BlockSize)
-	} else if o.CopyCacheSize > 0 && !o.ReadOnly {
-		// fs/passthrough.go: while a file has passthrough opens, the
-		// kernel refuses every other open of it, a writer's included.
-		bad("copy-cache-size", "needs --read-only: while a file is read from its local copy, the kernel lets no writer open it")
 	}
 	if o.StagingLimit < 0 {
 		bad("staging-limit", "%d bytes is negative", o.StagingLimit)

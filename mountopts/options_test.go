@@ -69,7 +69,6 @@ func TestValidateNamesTheOption(t *testing.T) {
 		{func(o *Options) { o.MetricsAddr = "9100" }, "--metrics-addr"},
 		{func(o *Options) { o.MetricsAddr = "127.0.0.1:http" }, "--metrics-addr"},
 		{func(o *Options) { o.CopyCacheSize = -1; o.ReadOnly = true }, "--copy-cache-size"},
-		{func(o *Options) { o.CopyCacheSize = 1 << 30 }, "--copy-cache-size"},                    // not --read-only
 		{func(o *Options) { o.CopyCacheSize = 1 << 20; o.ReadOnly = true }, "--copy-cache-size"}, // < 2 blocks
 	} {
 		o := Default()
@@ -88,6 +87,10 @@ func TestValidateNamesTheOption(t *testing.T) {
 	o.ReadOnly, o.CopyCacheSize = true, 1<<30
 	if err := o.Validate(); err != nil {
 		t.Errorf("--read-only --copy-cache-size 1G does not validate: %v", err)
+	}
+	o.ReadOnly = false
+	if err := o.Validate(); err != nil {
+		t.Errorf("--copy-cache-size 1G on a read-write mount does not validate: %v", err)
 	}
 }
 

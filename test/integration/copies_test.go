@@ -200,3 +200,126 @@ func TestLocalCopiesServeReopens(t *testing.T) {
 		t.Errorf("stat after the passthrough handles closed: %v %v, want %d", fi, err, len(next))
 	}
 }
+
+// On a read-write mount with --copy-cache-size, files opened again are
+// passthrough opens of their local copy as on a read-only one; a writer
+// that opens a file while such handles are open (the kernel allows only
+// passthrough opens then) writes into the copy, which every open handle
+// reads, and close, fsync and O_APPEND behave as on any file: what they
+// report written is in S3. Page-cache writers and readers beside each
+// other, and opens right after a writer's close, get no EIO.
+func TestLocalCopiesOnAReadWriteMount(t *testing.T) {
+	e := newEnv(t)
+	addr := metricsAddr(t)
+	mnt := e.mount("--metrics-addr", addr, "--copy-cache-size", "64M", "--cache-dir", t.TempDir(), "--metadata-ttl", "1s")
+	reads := func() float64 { return scrape(t, addr)[`s3mount_fuse_ops_total{errno="OK",op="READ"}`] }
+	data := harness.RandomBytes(3<<20 + 5)
+	e.put("rw/obj.bin", data)
+	p := filepath.Join(mnt, "rw", "obj.bin")
+	if b, err := os.ReadFile(p); err != nil || !bytes.Equal(b, data) {
+		t.Fatalf("first read: %d bytes, %v", len(b), err)
+	}
+	time.Sleep(300 * time.Millisecond) // RELEASE is asynchronous
+
+	// A reader of the copy: a passthrough open (no READ reaches us).
+	r, err := os.Open(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	unix.Fadvise(int(r.Fd()), 0, 0, unix.FADV_DONTNEED)
+	r0 := reads()
+	got := make([]byte, len(data))
+	if _, err := r.ReadAt(got, 0); err != nil || !bytes.Equal(got, data) {
+		t.Fatalf("read of the copy: %v", err)
+	}
+	if n := reads() - r0; n != 0 {
+		t.Fatalf("reading a file with a complete copy sent %v READs: not a passthrough open, the rest proves nothing", n)
+	}
+
+	// A writer beside it: O_TRUNC, new bytes, close.
+	next := harness.RandomBytes(1<<20 + 3)
+	w, err := os.OpenFile(p, os.O_WRONLY|os.O_TRUNC, 0)
+	if err != nil {
+		t.Fatalf("open for writing beside a passthrough reader: %v", err)
+	}
+	if _, err := w.Write(next); err != nil {
+		t.Fatal(err)
+	}
+	if fi, err := os.Stat(p); err != nil || fi.Size() != int64(len(next)) {
+		t.Errorf("stat while writing: %v %v, want size %d", fi, err, len(next))
+	}
+	if err := w.Close(); err != nil {
+		t.Fatalf("close: %v", err)
+	}
+	if b := e.get("rw/obj.bin"); !bytes.Equal(b, next) {
+		t.Fatalf("after close S3 holds %d bytes, not the %d written", len(b), len(next))
+	}
+	got = make([]byte, len(next))
+	if n, err := r.ReadAt(got, 0); n != len(next) || !bytes.Equal(got, next) {
+		t.Errorf("the open reader read %d bytes (%v), not what was written", n, err)
+	}
+
+	// O_APPEND (a shell's >>), then a write in the middle and fsync with
+	// the descriptor still open.
+	a, err := os.OpenFile(p, os.O_WRONLY|os.O_APPEND, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.Write([]byte("tail\n")); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.Close(); err != nil {
+		t.Fatal(err)
+	}
+	next = append(next, "tail\n"...)
+	if b := e.get("rw/obj.bin"); !bytes.Equal(b, next) {
+		t.Fatalf("after >> S3 holds %d bytes, want %d ending in tail", len(b), len(next))
+	}
+	rw, err := os.OpenFile(p, os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := rw.WriteAt([]byte("MIDDLE"), 1000); err != nil {
+		t.Fatal(err)
+	}
+	if err := rw.Sync(); err != nil {
+		t.Fatalf("fsync: %v", err)
+	}
+	copy(next[1000:], "MIDDLE")
+	if b := e.get("rw/obj.bin"); !bytes.Equal(b, next) {
+		t.Errorf("after fsync S3 does not hold the bytes written in the middle")
+	}
+	rw.Close()
+	r.Close()
+	time.Sleep(300 * time.Millisecond)
+
+	// No passthrough handle open now: a page-cache writer, a reader
+	// beside it, and an open right after each close.
+	for i := range 20 {
+		body := []byte(fmt.Sprintf("round %d\n", i))
+		if err := os.WriteFile(p, body, 0o644); err != nil {
+			t.Fatalf("round %d: write: %v", i, err)
+		}
+		if b, err := os.ReadFile(p); err != nil || !bytes.Equal(b, body) {
+			t.Fatalf("round %d: read right after the write's close: %q, %v", i, b, err)
+		}
+		w, err := os.OpenFile(p, os.O_WRONLY|os.O_APPEND, 0)
+		if err != nil {
+			t.Fatalf("round %d: %v", i, err)
+		}
+		rd, err := os.Open(p)
+		if err != nil {
+			w.Close()
+			t.Fatalf("round %d: a reader beside a writer: %v", i, err)
+		}
+		w.Write([]byte("more\n"))
+		w.Close()
+		io.ReadAll(rd)
+		rd.Close()
+	}
+	want := "round 19\nmore\n"
+	if b := e.get("rw/obj.bin"); string(b) != want {
+		t.Errorf("at the end S3 holds %q, want %q", b, want)
+	}
+}
