@@ -167,7 +167,7 @@ func mountCommand() *cli.Command {
 			&cli.StringFlag{Name: "block-size", Value: "1M", Usage: "unit of ranged GETs and of the block cache"},
 			&cli.StringFlag{Name: "cache-dir", Value: d.CacheDir, Usage: "staging files of files changed in place, recovery/ for failed uploads, and local copies (--copy-cache-size)"},
 			&cli.StringFlag{Name: "staging-limit", Value: "10G", Usage: "disk bytes all staging files may use; beyond, writes fail with ENOSPC (0: no limit)"},
-			&cli.StringFlag{Name: "copy-cache-size", Value: "0", Usage: "with --read-only: disk bytes under --cache-dir for local copies of files read start to end, from which the kernel reads unchanged files opened again (passthrough; root, Linux 6.9+); least recently used go first; files over half of it are not copied; 0: off"},
+			&cli.StringFlag{Name: "copy-cache-size", Value: "0", Usage: "disk bytes under --cache-dir for local copies of files read start to end, from which the kernel reads unchanged files opened again (passthrough; root, Linux 6.9+); a writer opening a file read from its copy writes into the copy, uploaded at close; least recently used go first; files over half of it are not copied; 0: off"},
 			&cli.DurationFlag{Name: "metadata-ttl", Value: d.MetadataTTL, Usage: "how long stat and listing results are trusted (kernel entry/attr timeout)"},
 			&cli.IntFlag{Name: "max-rename-objects", Value: d.MaxRenameObjects, Usage: "most objects a directory rename moves; beyond it EXDEV (mv copies); 0: never"},
 			&cli.UintFlag{Name: "uid", Value: uint(d.UID), Usage: "owner of directories, and of files without x-amz-meta-uid"},

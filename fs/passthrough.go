@@ -1,13 +1,14 @@
 package fs
 
-// Local copies and FUSE passthrough (read-only mounts).
+// Local copies and FUSE passthrough.
 //
 // A read-only handle that reads an object from its first byte (or reads in
 // sequence from within its first copyPrefix bytes: the blocks before are
-// fetched for the copy, fillCopy) fills a local copy of that version (cache.Copies, under --cache-dir, bounded by
-// --copy-cache-size) with every block it reads. Once the copy is complete,
-// a later open of the same version is a passthrough open: the handle names
-// the copy's file (gofs.FilePassthroughFder; go-fuse registers it with
+// fetched for the copy, fillCopy) fills a local copy of that version
+// (cache.Copies, under --cache-dir, bounded by --copy-cache-size) with
+// every block it reads. Once the copy is complete, a later open of the
+// same version is a passthrough open: the handle names the copy's file
+// (gofs.FilePassthroughFder; go-fuse registers it with
 // FUSE_DEV_IOC_BACKING_OPEN) and the kernel reads that file itself, from
 // its page cache, with no request to the daemon
 // (Documentation/filesystems/fuse/fuse-passthrough.rst; Linux 6.9+, and the
@@ -19,16 +20,16 @@ package fs
 // The kernel's rules (fs/fuse/iomode.c, fuse_file_io_open): while an inode
 // has passthrough opens, every other open of it must be a passthrough open
 // of the same backing file (any other fails with EIO), and while it has
-// page-cache opens, a passthrough open fails. A writer cannot be a
-// passthrough open (its bytes must reach s3mount), so copies are only made
-// on --read-only mounts (mountopts). File decides each open:
+// page-cache opens, a passthrough open fails. File decides each open:
 //
 //   - passthrough opens are open: passthrough again, on the same copy, even
 //     if the object has changed since (the new version is read once they
-//     are all closed);
-//   - no read handle open, and a complete copy of the current version:
-//     passthrough;
-//   - otherwise a page-cache open (cacheFlagsLocked).
+//     are all closed). A writable open then writes into the copy's file,
+//     which stops being a copy and becomes the writer's content
+//     (ptContentLocked), uploaded whole at flush, fsync and last close;
+//   - no handle open (read-only or writable), and a complete copy of the
+//     current version: a read-only open is a passthrough one;
+//   - otherwise a page-cache open (cacheFlagsLocked, writerFlags).
 //
 // Since the two kinds never overlap on one inode, go-fuse's count of its
 // backing ID (fs/bridge.go: one per node, dropped at every release) is

@@ -666,9 +666,9 @@ func (b *bench) run(ctx context.Context, r int) error {
 			record("cold", name, cold, cerr, "MB/s")
 			record("warm", name, warmv, werr, "MB/s")
 			if name == "s3mount" {
-				// The same with local copies (a read-only mount): the
-				// cold read also writes the copy, re-reads come from it.
-				extra := []string{"--read-only", "--copy-cache-size", strconv.FormatInt(4*c.size, 10)}
+				// The same with local copies: the cold read also
+				// writes the copy, re-reads come from it.
+				extra := []string{"--copy-cache-size", strconv.FormatInt(4*c.size, 10)}
 				cold, warmv, cerr, werr = b.coldWarm(ctx, m, direct, extra)
 				record("coldcp", name, cold, cerr, "MB/s")
 				record("warmcp", name, warmv, werr, "MB/s")

@@ -84,7 +84,7 @@ func (b *bench) rows() []rowDef {
 		{"local4k", "  same on tmpfs huge=never (4K pages)", "MB/s", 0},
 		{"cold", fmt.Sprintf("cold sequential read %s", fmtSize(c.size)), "MB/s", 0},
 		{"warm", fmt.Sprintf("warm re-read %s", fmtSize(c.size)), "MB/s", 0},
-		{"coldcp", "  cold, --read-only + local copies", "MB/s", 0},
+		{"coldcp", "  cold, with --copy-cache-size (local copies)", "MB/s", 0},
 		{"warmcp", "  warm re-read from the copy", "MB/s", 0},
 		{"rand", fmt.Sprintf("%d x %s reads, random offsets", c.randomN, fmtSize(c.randomBS)), "MB/s", 0},
 		{"randx", "  S3 bytes fetched / byte read", "ratio", 2},
@@ -345,8 +345,8 @@ func (b *bench) targets() []target {
 	}
 
 	if wc, ok := m("warmcp", "s3mount"); ok && okL {
-		// Not the target's figure (that is the default, read-write
-		// mount): what --read-only --copy-cache-size gives.
+		// Not the target's figure (that is the default mount's, with
+		// no local copies): what --copy-cache-size gives.
 		cc, _ := m("coldcp", "s3mount")
 		ts = append(ts, target{"info", "warm re-read from a local copy / local page-cache read",
 			fmt.Sprintf("%.2f  (%.0f / %.0f MB/s; its cold read %.0f MB/s)", wc/local, wc, local, cc)})
