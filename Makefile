@@ -33,7 +33,7 @@ DEMO_MNT := $(CURDIR)/mnt
 BENCH_FLAGS ?=
 BENCH_PEERS ?= s3fs rclone
 
-.PHONY: all build deps fuse rsync versitygw nfpm vet unit integration test demo demo-stop fmt bench bench-peers install uninstall \
+.PHONY: all build deps fuse rsync versitygw nfpm vet unit integration test demo demo-mount demo-stop fmt bench bench-peers install uninstall \
 	man completions deb deb-check
 
 all: build
@@ -156,6 +156,16 @@ demo: build fuse versitygw
 	@echo "  cp -r /etc/apt mnt/copied-apt && ls -l mnt/copied-apt"
 	@echo "  (make demo again starts over: the bucket is wiped and seeded anew)"
 	@echo "Stop with: make demo-stop"
+
+# Mount ./mnt again on the running demo server, without reseeding (after an unmount, or to try flags):
+# make demo-mount DEMO_FLAGS="--copy-cache-size 2G"
+demo-mount: build
+	@test -f $(DEMO_DIR)/versitygw.pid && kill -0 $$(cat $(DEMO_DIR)/versitygw.pid) 2>/dev/null || \
+		{ echo "no demo server running: make demo starts one"; exit 1; }
+	@if grep -qs " $(DEMO_MNT) " /proc/self/mounts; then fusermount3 -u $(DEMO_MNT); fi
+	@mkdir -p $(DEMO_MNT)
+	. $(DEMO_DIR)/env && bin/s3mount mount --endpoint-url "$$S3_ENDPOINT" --force-path-style \
+		--log-file $(DEMO_DIR)/s3mount.log $(DEMO_FLAGS) "$$S3_BUCKET" $(DEMO_MNT)
 
 demo-stop:
 	@for i in 1 2 3 4 5; do \
