@@ -52,6 +52,7 @@ type Copy struct {
 	bs   int64
 	f    *os.File
 	elem *list.Element // guarded by c.mu; nil once dropped
+	held bool          // guarded by c.mu; a descriptor from Dup is out
 
 	mu       sync.Mutex
 	have     []bool // guarded by mu; block i is in the file, or being written
@@ -178,39 +179,45 @@ func (c *Copies) Filling(k CopyKey) *Copy {
 }
 
 // Dup returns a new descriptor (close-on-exec) of the complete copy of k,
-// for the caller to own, and false when there is none. It is taken under
-// the lock that eviction takes to close the copy, so it never names a
-// descriptor number that eviction freed and another copy reused.
-func (c *Copies) Dup(k CopyKey) (int, bool) {
+// for the caller to own, and false when there is none or another holder
+// has it: one holder at a time (one inode: a writer may turn the file it
+// reads into its own, fs/passthrough.go), until it calls Return. It is
+// taken under the lock that eviction takes to close the copy, so it never
+// names a descriptor number that eviction freed and another copy reused.
+func (c *Copies) Dup(k CopyKey) (*Copy, int, bool) {
 	if !c.Enabled() {
-		return -1, false
+		return nil, -1, false
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	cp := c.completeLocked(k)
-	if cp == nil {
-		return -1, false
+	if cp == nil || cp.held {
+		return nil, -1, false
 	}
 	fd, err := unix.FcntlInt(cp.f.Fd(), unix.F_DUPFD_CLOEXEC, 0)
 	if err != nil {
-		return -1, false
+		return nil, -1, false
 	}
-	return fd, true
+	cp.held = true
+	return cp, fd, true
 }
 
-// Forget drops the copy of k, complete or not, if there is one: its file
-// is deleted (descriptors of it stay usable until closed) and later opens
-// of k find no copy. A writer that takes over a copy's file calls it, so
-// that the bytes it changes are never served as version k.
-func (c *Copies) Forget(k CopyKey) {
-	if c == nil {
-		return
-	}
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if cp, ok := c.byKey[k]; ok {
-		c.dropLocked(cp)
-	}
+// Return ends the holding that Dup began (the holder has closed its
+// descriptor): the copy may be handed out again.
+func (cp *Copy) Return() {
+	cp.c.mu.Lock()
+	defer cp.c.mu.Unlock()
+	cp.held = false
+}
+
+// Forget drops cp, complete or not: its file is deleted (descriptors of it
+// stay usable until closed) and later opens of its version find no copy.
+// A writer that takes over the file of a copy it holds calls it, so that
+// the bytes it changes are never served as that version.
+func (cp *Copy) Forget() {
+	cp.c.mu.Lock()
+	defer cp.c.mu.Unlock()
+	cp.c.dropLocked(cp)
 }
 
 // Complete returns the complete copy of k, or nil.

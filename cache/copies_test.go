@@ -118,7 +118,8 @@ func TestCopyWriteFailureDropsIt(t *testing.T) {
 	}
 }
 
-// Dup hands out a descriptor of a complete copy that outlives its eviction;
+// Dup hands out a descriptor of a complete copy, to one holder at a time,
+// that outlives its eviction;
 // after the eviction there is none to hand out. A write to an evicted copy
 // reports nothing (it is not a disk failure).
 func TestCopiesDupAndEviction(t *testing.T) {
@@ -132,18 +133,28 @@ func TestCopiesDupAndEviction(t *testing.T) {
 	cp := c.Start(k, 2<<10, 1<<10)
 	data := bytes.Repeat([]byte("a"), 2<<10)
 	cp.Put(0, data[:1<<10])
-	if _, ok := c.Dup(k); ok {
+	if _, _, ok := c.Dup(k); ok {
 		t.Fatal("Dup of an incomplete copy")
 	}
 	cp.Put(1, data[1<<10:])
-	fd, ok := c.Dup(k)
-	if !ok {
+	held, fd, ok := c.Dup(k)
+	if !ok || held != cp {
 		t.Fatal("no Dup of a complete copy")
 	}
+	if _, _, ok := c.Dup(k); ok {
+		t.Fatal("a second Dup of a held copy")
+	}
+	held.Return()
+	again, fd2, ok := c.Dup(k)
+	if !ok {
+		t.Fatal("no Dup of a copy returned")
+	}
+	unix.Close(fd2)
+	again.Return()
 	defer unix.Close(fd)
 	filling := c.Start(CopyKey{Bucket: "b", Key: "b", ETag: "e"}, 2<<10, 1<<10)
 	c.Start(CopyKey{Bucket: "b", Key: "c", ETag: "e"}, 2<<10, 1<<10) // evicts a, the least recently used
-	if _, ok := c.Dup(k); ok {
+	if _, _, ok := c.Dup(k); ok {
 		t.Error("Dup of an evicted copy")
 	}
 	got := make([]byte, len(data))

@@ -43,9 +43,9 @@ type File struct {
 
 	// ptOpen counts the open passthrough handles, ptFd is the File's
 	// descriptor of the copy they read, -1 when none (passthrough.go).
-	ptOpen int           // guarded by mu
-	ptFd   int           // guarded by mu
-	ptCopy cache.CopyKey // guarded by mu; the copy ptFd is a descriptor of
+	ptOpen int         // guarded by mu
+	ptFd   int         // guarded by mu
+	ptCopy *cache.Copy // guarded by mu; the copy ptFd is a descriptor of, held (Copies.Dup)
 }
 
 var _ gofs.InodeEmbedder = (*File)(nil)
@@ -319,12 +319,12 @@ func (f *File) Open(ctx context.Context, flags uint32) (gofs.FileHandle, uint32,
 	}
 	if h.pt {
 		// Passthrough handles are open (passthrough.go): this one
-		// must be one too, on their file. No FOPEN_DIRECT_IO: the
-		// kernel would send its writes here instead.
+		// must be one too, on their file, with its reads and writes
+		// sent here (FOPEN_DIRECT_IO; ptContentLocked).
 		f.mu.Lock()
 		fd := f.ptFd
 		f.mu.Unlock()
-		return &ptHandle{handle: h, fd: fd}, 0, 0
+		return &ptHandle{handle: h, fd: fd}, fuse.FOPEN_DIRECT_IO, 0
 	}
 	return h, writerFlags(flags), 0
 }

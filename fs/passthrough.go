@@ -148,30 +148,37 @@ func (f *File) passthroughLocked(h *handle, etag string, flags uint32) *ptHandle
 	}
 	// The File keeps its own descriptor while passthrough opens are open:
 	// the copy may be evicted meanwhile, and go-fuse may ask for it again.
-	k := cache.CopyKey{Bucket: f.fsys.client.Bucket(), Key: f.key, ETag: etag}
-	fd, ok := copies.Dup(k)
+	// One inode at a time holds a copy (Copies.Dup): two inodes of one
+	// version (a file renamed, then copied back) must not share a file
+	// that a writer of either may turn into its content.
+	cp, fd, ok := copies.Dup(cache.CopyKey{Bucket: f.fsys.client.Bucket(), Key: f.key, ETag: etag})
 	if !ok {
 		return nil
 	}
-	f.ptOpen, f.ptFd, f.ptCopy = 1, fd, k
+	f.ptOpen, f.ptFd, f.ptCopy = 1, fd, cp
 	h.pt = true
 	return &ptHandle{handle: h, fd: fd}
 }
 
 // ptContentLocked starts the content of a writable open that arrives
 // while passthrough handles are open: the kernel takes no other kind of
-// open then, so the writer is a passthrough one too, and its bytes go
-// straight into the copy's file, which every open handle reads. The copy
-// stops being a copy of its version (Copies.Forget) and becomes the
-// content's stage: at flush, fsync and the last close it is uploaded
-// whole (PutObject, or a multipart upload for files over --part-size),
-// when its size or mtime shows a change. f.mu is held.
+// open then, so the writer is a passthrough one too, of the copy's file,
+// which every open handle reads. The copy stops being a copy of its
+// version (Copy.Forget) and becomes the content's stage, uploaded whole
+// (PutObject, or a multipart upload past --part-size) at flush, fsync
+// and the last close when it changed. The writer's handle also has
+// FOPEN_DIRECT_IO, which the kernel obeys before passthrough for read(2)
+// and write(2) (fs/fuse/file.c, fuse_file_write_iter): its writes come
+// here (content.write, into the stage) as every writer's do, counted
+// against --staging-limit and at any alignment (O_DIRECT), and only a
+// shared mmap of it writes the file directly (ptRefreshLocked). f.mu is
+// held.
 func (f *File) ptContentLocked(created bool) (*content, error) {
 	fd, err := unix.FcntlInt(uintptr(f.ptFd), unix.F_DUPFD_CLOEXEC, 0)
 	if err != nil {
 		return nil, err
 	}
-	f.fsys.cfg.Copies.Forget(f.ptCopy)
+	f.ptCopy.Forget()
 	c := newContentLocked(f, created)
 	c.stream = nil
 	c.stage = ptStageFile(fd)
@@ -179,6 +186,7 @@ func (f *File) ptContentLocked(created bool) (*content, error) {
 	c.baseLimit = 0
 	c.ptSeen = ptStamp(c.ptFile)
 	c.setSizeLocked(c.ptSeen.size)
+	c.stage.chargeFrom(c.fsys)
 	return c, nil
 }
 
@@ -198,13 +206,22 @@ func ptStamp(f *os.File) ptStat {
 	return ptStat{size: st.Size, mtime: st.Mtim}
 }
 
-// ptRefreshLocked takes in the writes the kernel made to a passthrough
-// content's file since it last looked: its size, and dirty when it
-// changed. c.mu is held.
+// ptRefreshLocked takes in what was written to a passthrough content's
+// file other than through write(2) since it last looked (a shared mmap
+// writes the copy's file directly: fs/fuse/passthrough.c): its size, and
+// dirty when its size or mtime changed. The file's dirty pages are
+// written back first: that write-protects them, so that the next store
+// through a mapping faults and moves the mtime (file_update_time in the
+// page_mkwrite of ext4, xfs, ...); a page left dirty would take later
+// stores without a trace. On a file system with coarse timestamps (ext2,
+// or ext4 before Linux 6.13's multigrain timestamps) a store in the same
+// tick as this look can still go unseen. c.mu is held.
 func (c *content) ptRefreshLocked() {
 	if c.ptFile == nil {
 		return
 	}
+	_ = unix.SyncFileRange(int(c.ptFile.Fd()), 0, 0,
+		unix.SYNC_FILE_RANGE_WAIT_BEFORE|unix.SYNC_FILE_RANGE_WRITE|unix.SYNC_FILE_RANGE_WAIT_AFTER)
 	now := ptStamp(c.ptFile)
 	if now != c.ptSeen {
 		c.ptSeen = now
@@ -220,7 +237,8 @@ func (f *File) ptClosed() {
 	if f.ptOpen--; f.ptOpen == 0 && f.ptFd >= 0 {
 		unix.Close(f.ptFd)
 		f.ptFd = -1
-		f.ptCopy = cache.CopyKey{}
+		f.ptCopy.Return()
+		f.ptCopy = nil
 	}
 }
 

@@ -101,10 +101,12 @@ type stageFile struct {
 	path    string
 	charged int64 // bytes counted in FS.staged
 	dirty   bool  // a sidecar exists: the file holds bytes not in S3
-	// pt: the file is a local copy that passthrough handles read and
-	// write directly (passthrough.go, ptStageFile). It has no path of
-	// its own, no sidecar and no charge: the copies' bound counts it.
-	pt bool
+	// pt: the file is a local copy that passthrough handles read
+	// (passthrough.go, ptStageFile). It has no path of its own and no
+	// sidecar; it is charged for what it grows past its size when taken
+	// over (base, bytes allocated then).
+	pt   bool
+	base int64
 }
 
 // ptStageFile makes a stage of a copy's file, given a descriptor of it
@@ -157,7 +159,7 @@ type recoveryInfo struct {
 	Bucket  string    `json:"bucket"`
 	Key     string    `json:"key"`
 	Size    int64     `json:"size,omitempty"`
-	Started time.Time `json:"started"`
+	Started time.Time `json:"started,omitzero"`
 	Failed  time.Time `json:"failed,omitzero"`
 	Error   string    `json:"error,omitempty"`
 	// Missing lists the byte ranges [from, to) that were never written
@@ -177,17 +179,24 @@ func writeSidecar(path string, info recoveryInfo) error {
 
 // recharge sets the file's charge in FS.staged to its allocated bytes.
 func (s *stageFile) recharge(fs *FS) {
-	if s.pt {
-		return
-	}
 	var st unix.Stat_t
 	if err := unix.Fstat(int(s.f.Fd()), &st); err != nil {
 		return
 	}
-	now := st.Blocks * 512
+	now := max(0, st.Blocks*512-s.base)
 	fs.staged.Add(now - s.charged)
 	stagedTotal.Add(now - s.charged)
 	s.charged = now
+}
+
+// chargeFrom starts a taken-over copy's charge at zero: the bytes it
+// holds now were the copies' (--copy-cache-size), only growth counts.
+func (s *stageFile) chargeFrom(fs *FS) {
+	var st unix.Stat_t
+	if err := unix.Fstat(int(s.f.Fd()), &st); err == nil {
+		s.base = st.Blocks * 512
+	}
+	s.recharge(fs)
 }
 
 // room reports whether n more staged bytes fit in --staging-limit.
@@ -198,11 +207,10 @@ func (fs *FS) room(n int64) bool {
 // remove deletes the staging file and its sidecar and uncharges it.
 func (s *stageFile) remove(fs *FS) {
 	s.f.Close()
-	if s.pt {
-		return
+	if !s.pt {
+		os.Remove(s.path)
+		os.Remove(s.path + ".json")
 	}
-	os.Remove(s.path)
-	os.Remove(s.path + ".json")
 	fs.staged.Add(-s.charged)
 	stagedTotal.Add(-s.charged)
 	s.charged = 0
@@ -221,7 +229,12 @@ func (s *stageFile) keep(fs *FS, info recoveryInfo) (string, error) {
 	if s.pt {
 		// A copy's file has no name of its own to move: its bytes are
 		// copied.
-		defer s.f.Close()
+		defer func() {
+			s.f.Close()
+			fs.staged.Add(-s.charged)
+			stagedTotal.Add(-s.charged)
+			s.charged = 0
+		}()
 		if err := writeSidecar(path+".json", info); err != nil {
 			return path, err
 		}

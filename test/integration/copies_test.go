@@ -4,6 +4,7 @@ package integration
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -321,5 +322,146 @@ func TestLocalCopiesOnAReadWriteMount(t *testing.T) {
 	want := "round 19\nmore\n"
 	if b := e.get("rw/obj.bin"); string(b) != want {
 		t.Errorf("at the end S3 holds %q, want %q", b, want)
+	}
+}
+
+// What a passthrough writer must get right beyond plain writes: stores
+// through a shared mmap to a page already dirty (after an fsync uploaded
+// it), O_DIRECT writes at any alignment, --staging-limit, and two inodes of
+// one version (a file renamed, then copied back) never sharing a copy.
+func TestLocalCopiesPassthroughWriterEdges(t *testing.T) {
+	e := newEnv(t)
+	addr := metricsAddr(t)
+	mnt := e.mount("--metrics-addr", addr, "--copy-cache-size", "64M", "--cache-dir", t.TempDir(),
+		"--metadata-ttl", "1s", "--staging-limit", "4M")
+	reads := func() float64 { return scrape(t, addr)[`s3mount_fuse_ops_total{errno="OK",op="READ"}`] }
+	// held opens a passthrough reader of key (its copy made first) and
+	// checks that it is one.
+	held := func(key string, data []byte) *os.File {
+		t.Helper()
+		e.put(key, data)
+		p := filepath.Join(mnt, key)
+		if b, err := os.ReadFile(p); err != nil || !bytes.Equal(b, data) {
+			t.Fatalf("%s: first read: %d bytes, %v", key, len(b), err)
+		}
+		time.Sleep(300 * time.Millisecond)
+		r, err := os.Open(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		unix.Fadvise(int(r.Fd()), 0, 0, unix.FADV_DONTNEED)
+		r0 := reads()
+		if _, err := r.ReadAt(make([]byte, len(data)), 0); err != nil {
+			t.Fatal(err)
+		}
+		if n := reads() - r0; n != 0 {
+			t.Fatalf("%s: %v READs reached the daemon: not a passthrough reader", key, n)
+		}
+		return r
+	}
+	data := harness.RandomBytes(2<<20 + 11)
+
+	// mmap: a store to a page left dirty after an fsync.
+	r := held("e/mmap.bin", data)
+	p := filepath.Join(mnt, "e", "mmap.bin")
+	fd, err := unix.Open(p, unix.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := unix.Mmap(fd, 0, 4096, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m[0] = 'A'
+	if err := unix.Fsync(fd); err != nil {
+		t.Fatal(err)
+	}
+	m[0] = 'B'
+	unix.Msync(m, unix.MS_SYNC)
+	unix.Munmap(m)
+	if err := unix.Close(fd); err != nil {
+		t.Fatal(err)
+	}
+	r.Close()
+	if b := e.get("e/mmap.bin"); len(b) == 0 || b[0] != 'B' {
+		t.Errorf("after mmap stores A, fsync, B, msync, close: S3 starts with %q, want B", b[:1])
+	}
+
+	// O_DIRECT at an offset and size no block device would take.
+	r = held("e/direct.bin", data)
+	p = filepath.Join(mnt, "e", "direct.bin")
+	fd, err = unix.Open(p, unix.O_WRONLY|unix.O_DIRECT, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n, err := unix.Pwrite(fd, []byte("unaligned"), 1001); err != nil || n != 9 {
+		t.Errorf("O_DIRECT pwrite of 9 bytes at 1001 beside a passthrough reader: %d, %v", n, err)
+	}
+	if err := unix.Close(fd); err != nil {
+		t.Errorf("close: %v", err)
+	}
+	r.Close()
+	want := append([]byte(nil), data...)
+	copy(want[1001:], "unaligned")
+	if b := e.get("e/direct.bin"); !bytes.Equal(b, want) {
+		t.Errorf("after the O_DIRECT write S3 does not hold it")
+	}
+
+	// --staging-limit 4M: growing the copy past it fails with ENOSPC.
+	r = held("e/limit.bin", data)
+	w, err := os.OpenFile(filepath.Join(mnt, "e", "limit.bin"), os.O_WRONLY|os.O_APPEND, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, werr := w.Write(make([]byte, 8<<20))
+	w.Close()
+	r.Close()
+	if !errors.Is(werr, unix.ENOSPC) {
+		t.Errorf("8 MiB appended past --staging-limit 4M beside a passthrough reader: %v, want ENOSPC", werr)
+	}
+
+	// Renamed while held, then copied back (same bytes, same ETag): the
+	// new file must not read, nor upload, what is written to the old one.
+	r = held("e/le", data)
+	le, lf := filepath.Join(mnt, "e", "le"), filepath.Join(mnt, "e", "lf")
+	if err := os.Rename(le, lf); err != nil {
+		t.Fatal(err)
+	}
+	if b, err := os.ReadFile(lf); err != nil || !bytes.Equal(b, data) {
+		t.Fatalf("read after rename: %v", err)
+	}
+	if err := os.WriteFile(le, data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(1200 * time.Millisecond) // --metadata-ttl 1s
+	if b, err := os.ReadFile(le); err != nil || !bytes.Equal(b, data) {
+		t.Fatalf("read of the copy back: %v", err)
+	}
+	time.Sleep(300 * time.Millisecond)
+	r2, err := os.Open(le)
+	if err != nil {
+		t.Fatal(err)
+	}
+	wf, err := os.OpenFile(lf, os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := wf.WriteAt([]byte("WRITTEN-TO-LF"), 0); err != nil {
+		t.Fatal(err)
+	}
+	if err := wf.Close(); err != nil {
+		t.Fatal(err)
+	}
+	got := make([]byte, 13)
+	if _, err := r2.ReadAt(got, 0); err != nil || !bytes.Equal(got, data[:13]) {
+		t.Errorf("le read %q (%v) after a write to lf", got, err)
+	}
+	r2.Close()
+	r.Close()
+	if b := e.get("e/le"); !bytes.Equal(b, data) {
+		t.Errorf("le in S3 changed by a write to lf")
+	}
+	if b := e.get("e/lf"); !bytes.HasPrefix(b, []byte("WRITTEN-TO-LF")) {
+		t.Errorf("lf in S3 lacks its write")
 	}
 }
