@@ -84,7 +84,7 @@ func (b *bench) rows() []rowDef {
 		{"local4k", "  same on tmpfs huge=never (4K pages)", "MB/s", 0},
 		{"cold", fmt.Sprintf("cold sequential read %s", fmtSize(c.size)), "MB/s", 0},
 		{"warm", fmt.Sprintf("warm re-read %s", fmtSize(c.size)), "MB/s", 0},
-		{"coldcp", "  cold, with --copy-cache-size (local copies)", "MB/s", 0},
+		{"coldcp", "  cold, --copy-cache-size", "MB/s", 0},
 		{"warmcp", "  warm re-read from the copy", "MB/s", 0},
 		{"rand", fmt.Sprintf("%d x %s reads, random offsets", c.randomN, fmtSize(c.randomBS)), "MB/s", 0},
 		{"randx", "  S3 bytes fetched / byte read", "ratio", 2},
