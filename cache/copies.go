@@ -220,6 +220,30 @@ func (cp *Copy) Forget() {
 	cp.c.dropLocked(cp)
 }
 
+// MoveTo takes cp's file out of the copies: it is renamed to path (on the
+// same file system), no longer counted, and later opens of its version
+// find no copy; descriptors of it stay usable. It fails when cp was
+// dropped meanwhile (its file is deleted already).
+func (cp *Copy) MoveTo(path string) error {
+	c := cp.c
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if cp.elem == nil {
+		return errors.New("the copy was dropped")
+	}
+	if err := os.Rename(cp.f.Name(), path); err != nil {
+		return err
+	}
+	c.lru.Remove(cp.elem)
+	cp.elem = nil
+	if c.byKey[cp.key] == cp {
+		delete(c.byKey, cp.key)
+	}
+	c.used -= cp.size
+	cp.f.Close()
+	return nil
+}
+
 // Complete returns the complete copy of k, or nil.
 func (c *Copies) Complete(k CopyKey) *Copy {
 	if !c.Enabled() {

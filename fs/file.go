@@ -300,6 +300,13 @@ func (f *File) Open(ctx context.Context, flags uint32) (gofs.FileHandle, uint32,
 		h.r.file = f
 		f.readers[h.r.etag]++
 		if pt := f.passthroughLocked(h, h.r.etag, flags); pt != nil {
+			if flags&syscall.O_DIRECT != 0 {
+				// Only while other passthrough handles are open
+				// (passthroughLocked): its reads come here, at any
+				// alignment, instead of going to the copy's file
+				// system, which would refuse unaligned ones.
+				return pt, fuse.FOPEN_DIRECT_IO, 0
+			}
 			return pt, 0, 0
 		}
 		return h, f.cacheFlagsLocked(h.r.etag), 0

@@ -178,10 +178,20 @@ func (f *File) ptContentLocked(created bool) (*content, error) {
 	if err != nil {
 		return nil, err
 	}
-	f.ptCopy.Forget()
+	// The file moves to staging/ (a sidecar names it once it holds
+	// bytes not in S3, so that a crash leaves it to recover); an evicted
+	// copy's file has no name left to move.
+	path, err := f.fsys.stagePath()
+	if err == nil {
+		err = f.ptCopy.MoveTo(path)
+	}
+	if err != nil {
+		f.ptCopy.Forget()
+		path = ""
+	}
 	c := newContentLocked(f, created)
 	c.stream = nil
-	c.stage = ptStageFile(fd)
+	c.stage = ptStageFile(fd, path)
 	c.ptFile = c.stage.f
 	c.baseLimit = 0
 	c.ptSeen = ptStamp(c.ptFile)
@@ -227,6 +237,7 @@ func (c *content) ptRefreshLocked() {
 		c.ptSeen = now
 		c.dirty = true
 		c.setSizeLocked(now.size)
+		c.stage.markDirty(c.fsys, c.file.key)
 	}
 }
 

@@ -101,18 +101,18 @@ type stageFile struct {
 	path    string
 	charged int64 // bytes counted in FS.staged
 	dirty   bool  // a sidecar exists: the file holds bytes not in S3
-	// pt: the file is a local copy that passthrough handles read
-	// (passthrough.go, ptStageFile). It has no path of its own and no
-	// sidecar; it is charged for what it grows past its size when taken
-	// over (base, bytes allocated then).
-	pt   bool
+	// base: the bytes the file held when it was taken over from the
+	// local copies (passthrough.go, ptStageFile), not charged: only
+	// growth past them is.
 	base int64
 }
 
 // ptStageFile makes a stage of a copy's file, given a descriptor of it
-// that the stage then owns.
-func ptStageFile(fd int) *stageFile {
-	return &stageFile{f: os.NewFile(uintptr(fd), "local copy"), pt: true}
+// that the stage then owns, and its path under staging/ ("" when the copy
+// was evicted before it could be moved there: no sidecar then, and a
+// crash loses what was not committed).
+func ptStageFile(fd int, path string) *stageFile {
+	return &stageFile{f: os.NewFile(uintptr(fd), path), path: path}
 }
 
 // stageSeq numbers staging files within the process.
@@ -123,11 +123,10 @@ var stageSeq atomic.Int64
 // that a file left by a crash can be recovered; without one it is a clean
 // leftover.
 func (fs *FS) newStageFile(key string) (*stageFile, error) {
-	dir := filepath.Join(fs.cfg.CacheDir, "staging")
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return nil, fmt.Errorf("staging directory: %w", err)
+	path, err := fs.stagePath()
+	if err != nil {
+		return nil, err
 	}
-	path := filepath.Join(dir, fmt.Sprintf("%d-%d", os.Getpid(), stageSeq.Add(1)))
 	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o600)
 	if err != nil {
 		return nil, fmt.Errorf("staging file: %w", err)
@@ -135,10 +134,20 @@ func (fs *FS) newStageFile(key string) (*stageFile, error) {
 	return &stageFile{f: f, path: path}, nil
 }
 
+// stagePath returns a new staging file's path (<cache-dir>/staging/PID-N,
+// the names cleanStaging recovers), making the directory.
+func (fs *FS) stagePath() (string, error) {
+	dir := filepath.Join(fs.cfg.CacheDir, "staging")
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return "", fmt.Errorf("staging directory: %w", err)
+	}
+	return filepath.Join(dir, fmt.Sprintf("%d-%d", os.Getpid(), stageSeq.Add(1))), nil
+}
+
 // markDirty writes the sidecar saying the file holds bytes of key not yet
 // in S3; markClean removes it.
 func (s *stageFile) markDirty(fs *FS, key string) {
-	if s.dirty || s.pt {
+	if s.dirty || s.path == "" {
 		return
 	}
 	s.dirty = true
@@ -207,7 +216,7 @@ func (fs *FS) room(n int64) bool {
 // remove deletes the staging file and its sidecar and uncharges it.
 func (s *stageFile) remove(fs *FS) {
 	s.f.Close()
-	if !s.pt {
+	if s.path != "" {
 		os.Remove(s.path)
 		os.Remove(s.path + ".json")
 	}
@@ -226,8 +235,8 @@ func (s *stageFile) keep(fs *FS, info recoveryInfo) (string, error) {
 	name := time.Now().UTC().Format("20060102T150405Z") + "-" + fmt.Sprint(os.Getpid()) + "-" +
 		recoveryName(info.Bucket+"/"+info.Key)
 	path := filepath.Join(dir, name)
-	if s.pt {
-		// A copy's file has no name of its own to move: its bytes are
+	if s.path == "" {
+		// An evicted copy's file has no name to move: its bytes are
 		// copied.
 		defer func() {
 			s.f.Close()

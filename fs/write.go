@@ -291,7 +291,24 @@ func (c *content) writeLocked(ctx context.Context, data []byte, off int64) (uint
 		}
 	}
 	if err != nil {
-		return uint32(n), c.localErrno("write", err)
+		en := c.localErrno("write", err)
+		// The file may have grown past what the program is told was
+		// written (tmpfs at ENOSPC has kept part of a write it
+		// failed): cut it back, or those bytes would be uploaded.
+		told := max(c.size, off+int64(n))
+		if fi, serr := c.stage.f.Stat(); serr == nil && fi.Size() > told {
+			_ = c.stage.f.Truncate(told)
+			c.stage.recharge(c.fsys)
+			c.ptSeen = ptStat{} // taken in again at the next look
+		}
+		if n > 0 {
+			// A short write: go-fuse would drop the count with an
+			// errno, and the program would take bytes that are in
+			// the file (and will be uploaded) as not written. The
+			// next write gets the errno.
+			return uint32(n), 0
+		}
+		return 0, en
 	}
 	return uint32(n), 0
 }

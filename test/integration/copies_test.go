@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -407,6 +408,20 @@ func TestLocalCopiesPassthroughWriterEdges(t *testing.T) {
 		t.Errorf("after the O_DIRECT write S3 does not hold it")
 	}
 
+	// An O_DIRECT reader beside a passthrough one: its reads come to the
+	// daemon, at any alignment.
+	r = held("e/dread.bin", data)
+	fd, err = unix.Open(filepath.Join(mnt, "e", "dread.bin"), unix.O_RDONLY|unix.O_DIRECT, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ub := make([]byte, 1000)
+	if n, err := unix.Pread(fd, ub, 12345); err != nil || n != 1000 || !bytes.Equal(ub, data[12345:13345]) {
+		t.Errorf("O_DIRECT pread of 1000 bytes at 12345 beside a passthrough reader: %d, %v", n, err)
+	}
+	unix.Close(fd)
+	r.Close()
+
 	// --staging-limit 4M: growing the copy past it fails with ENOSPC.
 	r = held("e/limit.bin", data)
 	w, err := os.OpenFile(filepath.Join(mnt, "e", "limit.bin"), os.O_WRONLY|os.O_APPEND, 0)
@@ -463,5 +478,96 @@ func TestLocalCopiesPassthroughWriterEdges(t *testing.T) {
 	}
 	if b := e.get("e/lf"); !bytes.HasPrefix(b, []byte("WRITTEN-TO-LF")) {
 		t.Errorf("lf in S3 lacks its write")
+	}
+}
+
+// A passthrough writer's bytes not yet uploaded survive a crash of the
+// mount, as a staged writer's do: its copy's file is a staging file with a
+// sidecar, moved to recovery/ by the next mount. And a write that the
+// cache directory's file system cuts short is a short write: what the
+// program was told it wrote is what is uploaded.
+func TestLocalCopiesPassthroughWriterCrashAndFullDisk(t *testing.T) {
+	e := newEnv(t)
+	cacheDir := t.TempDir()
+	if err := unix.Mount("tmpfs", cacheDir, "tmpfs", 0, "size=12m"); err != nil {
+		t.Fatalf("a 12 MiB tmpfs for --cache-dir: %v", err)
+	}
+	t.Cleanup(func() { unix.Unmount(cacheDir, unix.MNT_DETACH) })
+	mnt := e.mount("--copy-cache-size", "8M", "--cache-dir", cacheDir, "--metadata-ttl", "1s")
+	data := harness.RandomBytes(3_000_000)
+	hold := func(mnt, key string) *os.File {
+		t.Helper()
+		p := filepath.Join(mnt, key)
+		if b, err := os.ReadFile(p); err != nil || !bytes.Equal(b, data) {
+			t.Fatalf("%s: first read: %d bytes, %v", key, len(b), err)
+		}
+		time.Sleep(300 * time.Millisecond)
+		r, err := os.Open(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return r
+	}
+
+	// Full disk: 1 MiB appends until ENOSPC (the copy itself takes 3 MB
+	// of the 12).
+	e.put("full.bin", data)
+	r := hold(mnt, "full.bin")
+	w, err := os.OpenFile(filepath.Join(mnt, "full.bin"), os.O_WRONLY|os.O_APPEND, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	accepted := int64(len(data))
+	var werr error
+	for range 20 {
+		var n int
+		n, werr = w.Write(make([]byte, 1<<20))
+		accepted += int64(n)
+		if werr != nil {
+			break
+		}
+	}
+	w.Close()
+	r.Close()
+	if !errors.Is(werr, unix.ENOSPC) {
+		t.Fatalf("appending 20 MiB into a 12 MiB cache dir: %v, want ENOSPC", werr)
+	}
+	if b := e.get("full.bin"); int64(len(b)) != accepted {
+		t.Errorf("S3 holds %d bytes; the program was told %d were written", len(b), accepted)
+	}
+
+	// Crash: kill the daemon with a passthrough writer's bytes not
+	// uploaded.
+	e.put("crash.bin", data)
+	r = hold(mnt, "crash.bin")
+	w, err = os.OpenFile(filepath.Join(mnt, "crash.bin"), os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := w.WriteAt([]byte("UNCOMMITTED"), 1000); err != nil {
+		t.Fatal(err)
+	}
+	pids := daemonsOf(t, mnt)
+	for _, pid := range pids {
+		syscall.Kill(pid, syscall.SIGKILL)
+	}
+	for _, pid := range pids {
+		for deadline := time.Now().Add(10 * time.Second); syscall.Kill(pid, 0) == nil && time.Now().Before(deadline); {
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	w.Close()
+	r.Close()
+	unix.Unmount(mnt, unix.MNT_DETACH)
+	e.mount("--copy-cache-size", "8M", "--cache-dir", cacheDir)
+	recovered, _ := filepath.Glob(filepath.Join(cacheDir, "recovery", "*crashed*"))
+	found := false
+	for _, p := range recovered {
+		if b, err := os.ReadFile(p); err == nil && len(b) == len(data) && string(b[1000:1011]) == "UNCOMMITTED" {
+			found = true
+		}
+	}
+	if !found {
+		t.Errorf("after a crash no file under recovery/ holds the passthrough writer's bytes (files: %v)", recovered)
 	}
 }
