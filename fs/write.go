@@ -118,8 +118,9 @@ type content struct {
 	shownSize atomic.Int64
 
 	// ptFile is the stage's file when the content is a passthrough one
-	// (passthrough.go, ptContentLocked): the kernel writes it directly.
-	// Set once; ptSeen is its size and mtime as last taken in.
+	// (passthrough.go, ptContentLocked): a shared mmap of the file writes
+	// it directly. Set once; ptSeen is its size and mtime as last taken
+	// in (ptRefreshLocked).
 	ptFile *os.File
 	ptSeen ptStat // guarded by mu
 }
