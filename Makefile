@@ -154,7 +154,8 @@ demo: build fuse versitygw
 	@echo "  (cd mnt && sha256sum -c ../.demo/SHA256SUMS)"
 	@echo "  cp mnt/blobs/24MiB.bin /tmp/ && sha256sum /tmp/24MiB.bin"
 	@echo "  cp -r /etc/apt mnt/copied-apt && ls -l mnt/copied-apt"
-	@echo "  (make demo again starts over: the bucket is wiped and seeded anew)"
+	@echo "  (make demo again starts over: the bucket is wiped and seeded anew;"
+	@echo "   make demo-mount mounts ./mnt again without reseeding, DEMO_FLAGS=... adds mount flags)"
 	@echo "Stop with: make demo-stop"
 
 # Mount ./mnt again on the running demo server, without reseeding (after an unmount, or to try flags):
@@ -166,6 +167,7 @@ demo-mount: build
 	@mkdir -p $(DEMO_MNT)
 	. $(DEMO_DIR)/env && bin/s3mount mount --endpoint-url "$$S3_ENDPOINT" --force-path-style \
 		--log-file $(DEMO_DIR)/s3mount.log $(DEMO_FLAGS) "$$S3_BUCKET" $(DEMO_MNT)
+	@echo "Bucket demo is mounted at ./mnt again (log: .demo/s3mount.log). Stop with: make demo-stop"
 
 demo-stop:
 	@for i in 1 2 3 4 5; do \

@@ -123,7 +123,18 @@ func TryMount(t testing.TB, bin string, ep Endpoint, source, mountpoint string, 
 		mountpoint = real
 	}
 	args := MountArgs(ep, logFile, source, mountpoint, extra...)
-	return RunMount(t, bin, MountEnv(ep), args, mountpoint, logFile)
+	return RunMount(t, bin, TestMountEnv(t, ep, extra), args, mountpoint, logFile)
+}
+
+// TestMountEnv is MountEnv for a test's mount: unless extra has
+// --cache-dir, the default cache directory (staging files, upload
+// records, copies) is a temp dir of the test, not the user's ~/.cache.
+func TestMountEnv(t testing.TB, ep Endpoint, extra []string) []string {
+	env := MountEnv(ep)
+	if !hasFlag(extra, "--cache-dir") {
+		env = append(FilterEnv(env, "XDG_CACHE_HOME"), "XDG_CACHE_HOME="+t.TempDir())
+	}
+	return env
 }
 
 // RunMount runs the binary with exactly args (whose last is mountpoint)

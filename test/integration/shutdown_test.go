@@ -34,7 +34,7 @@ func startForeground(t *testing.T, e *env, extra ...string) *fgMount {
 	m := &fgMount{mnt: t.TempDir(), log: filepath.Join(t.TempDir(), "s3mount.log"), exited: make(chan error, 1)}
 	args := harness.MountArgs(e.ep, m.log, e.bucket, m.mnt, append([]string{"--foreground"}, extra...)...)
 	m.cmd = exec.Command(bin, args...)
-	m.cmd.Env = harness.MountEnv(e.ep)
+	m.cmd.Env = harness.TestMountEnv(t, e.ep, extra)
 	if err := m.cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
