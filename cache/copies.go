@@ -214,11 +214,7 @@ func (cp *Copy) Return() {
 // stay usable until closed) and later opens of its version find no copy.
 // A writer that takes over the file of a copy it holds calls it, so that
 // the bytes it changes are never served as that version.
-func (cp *Copy) Forget() {
-	cp.c.mu.Lock()
-	defer cp.c.mu.Unlock()
-	cp.c.dropLocked(cp)
-}
+func (cp *Copy) Forget() { cp.c.dropCopy(cp) }
 
 // MoveTo takes cp's file out of the copies: it is renamed to path (on the
 // same file system), no longer counted, and later opens of its version
@@ -234,13 +230,7 @@ func (cp *Copy) MoveTo(path string) error {
 	if err := os.Rename(cp.f.Name(), path); err != nil {
 		return err
 	}
-	c.lru.Remove(cp.elem)
-	cp.elem = nil
-	if c.byKey[cp.key] == cp {
-		delete(c.byKey, cp.key)
-	}
-	c.used -= cp.size
-	cp.f.Close()
+	c.unlistLocked(cp)
 	return nil
 }
 
@@ -266,8 +256,18 @@ func (c *Copies) completeLocked(k CopyKey) *Copy {
 }
 
 func (c *Copies) dropLocked(cp *Copy) {
+	name := cp.f.Name()
+	if c.unlistLocked(cp) {
+		os.Remove(name)
+	}
+}
+
+// unlistLocked takes cp out of the index and the byte count and closes its
+// file, leaving the file itself where it is. It reports false when cp was
+// dropped already.
+func (c *Copies) unlistLocked(cp *Copy) bool {
 	if cp.elem == nil {
-		return
+		return false
 	}
 	c.lru.Remove(cp.elem)
 	cp.elem = nil
@@ -275,8 +275,8 @@ func (c *Copies) dropLocked(cp *Copy) {
 		delete(c.byKey, cp.key)
 	}
 	c.used -= cp.size
-	os.Remove(cp.f.Name())
 	cp.f.Close()
+	return true
 }
 
 // Close deletes every copy and the directory.
