@@ -425,13 +425,19 @@ func (f *File) flushMeta(ctx context.Context) syscall.Errno {
 		f.mu.Unlock()
 		return 0
 	}
-	f.attr.unsynced = false
 	perm, uid, gid := f.ownerLocked()
 	mtime := f.mtimeLocked().Truncate(time.Second)
 	key, etag, size, user := f.key, f.etag, f.size, f.attr.user
 	f.mu.Unlock()
 	meta := encodeMeta(user, sIFREG, perm, uid, gid, mtime)
 	newETag, err := f.fsys.rewriteMeta(ctx, key, etag, size, meta)
+	// Only now: while the CopyObject was in flight, a getattr past the
+	// TTL would otherwise have taken the old metadata from a HEAD
+	// (fromStat) and the kernel would have kept it for the attr timeout.
+	// Setattr waits on attr.rewrite, so nothing set the values meanwhile.
+	f.mu.Lock()
+	f.attr.unsynced = false
+	f.mu.Unlock()
 	if err != nil {
 		f.fsys.log.Error("attributes set while the file was open could not be stored (CopyObject onto itself)",
 			"key", key, "err", err)

@@ -712,3 +712,91 @@ func TestSemanticsListingOfFilesThisMountWroteNeedsNoHEAD(t *testing.T) {
 		t.Errorf("f1 after another client's change: mode %o mtime %d", st.Mode, st.Mtim.Sec)
 	}
 }
+
+// rsync and tar chmod and utimes a file by path after close(2) but before
+// the kernel's RELEASE, so the writer's commit has already gone out and
+// the release stores them with one CopyObject. A stat while that
+// CopyObject is in flight, past the TTL (so the node refetches), must
+// show the new attributes, not the committed object's: the kernel keeps
+// what it is told for the attr timeout. (CI saw rsync -a leave a file
+// showing its temp file's mode 600 and upload mtime.)
+func TestSemanticsAttrsSetBeforeReleaseShowWhileStored(t *testing.T) {
+	c := s3fake.New("bkt")
+	mnt := mountFake(t, c, func(cfg *Config) { cfg.Meta = cache.NewMeta(50*time.Millisecond, 100, nil) })
+	p := filepath.Join(mnt, "f")
+	fd, err := os.OpenFile(p, os.O_CREATE|os.O_EXCL|os.O_RDWR, 0o600)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := fd.Write([]byte("content")); err != nil {
+		t.Fatal(err)
+	}
+	when := time.Date(2003, 4, 5, 6, 7, 8, 0, time.UTC)
+	if err := os.Chtimes(p, when, when); err != nil {
+		t.Fatal(err)
+	}
+	copying, release := make(chan struct{}, 1), make(chan struct{})
+	c.SetFail(func(op, key string) error {
+		if op == "CopyObject" {
+			select {
+			case copying <- struct{}{}:
+			default:
+			}
+			<-release
+		}
+		return nil
+	})
+	released := false
+	defer func() {
+		if !released {
+			close(release)
+		}
+	}()
+	// The fsync's commit carries mode 600 and the first mtime; the
+	// chmod and utimes after it, with the handle still open, are what
+	// the release must store (a CopyObject onto the object).
+	if err := fd.Sync(); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(p, 0o640); err != nil {
+		t.Fatal(err)
+	}
+	later := when.Add(time.Hour)
+	if err := os.Chtimes(p, later, later); err != nil {
+		t.Fatal(err)
+	}
+	if err := fd.Close(); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-copying:
+	case <-time.After(10 * time.Second):
+		t.Fatal("no CopyObject after the last close stored the attributes set while open")
+	}
+	for i := 0; i < 4; i++ {
+		time.Sleep(60 * time.Millisecond) // past the TTL: the node refetches
+		st := statT(t, p)
+		if st.Mode&0o7777 != 0o640 || st.Mtim.Sec != later.Unix() {
+			t.Errorf("stat %d while the attributes are being stored: mode %o mtime %d, want 640 %d",
+				i, st.Mode&0o7777, st.Mtim.Sec, later.Unix())
+		}
+	}
+	close(release)
+	released = true
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		m := c.Meta("f")
+		if m["mode"] == strconv.Itoa(syscall.S_IFREG|0o640) && m["mtime"] == strconv.FormatInt(later.Unix(), 10) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("metadata in S3 %v, want mode 0640 and mtime %d", m, later.Unix())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	time.Sleep(60 * time.Millisecond) // past the attr timeout
+	st := statT(t, p)
+	if st.Mode&0o7777 != 0o640 || st.Mtim.Sec != later.Unix() {
+		t.Errorf("stat after the attributes were stored: mode %o mtime %d", st.Mode&0o7777, st.Mtim.Sec)
+	}
+}
