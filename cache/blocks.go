@@ -47,15 +47,22 @@ type Blocks struct {
 	evictions, cached atomic.Int64
 }
 
-// errRecycled: a finished block's bytes were reused before this reader took
-// them (the cache had dropped the block); the reader fetches it again.
+// errRecycled: Take was called without a reference to the flight (after
+// the caller's Drop), whose bytes may have been reused already.
 var errRecycled = errors.New("block recycled before it was read")
 
-// IsRecycled reports whether Take failed only because the block's bytes
-// were reused; fetching the block again is the remedy.
+// IsRecycled reports whether Take failed only because the caller held no
+// reference to the flight any more (a bug in the caller).
 func IsRecycled(err error) bool { return err == errRecycled }
 
 // Flight is a block being fetched. Wait for Done, then Take the bytes.
+//
+// A flight is reference-counted: its claimer, and every reader that
+// Acquire or Join handed it to, holds one reference and Drops it once it
+// has taken the bytes (or given up). The flight's own reference to the
+// bytes goes when the last is dropped, so a holder's Take never finds the
+// bytes reused, however long it waited: the cache may have evicted or
+// refused the block meanwhile, and other readers may have dropped theirs.
 type Flight struct {
 	done chan struct{}
 	buf  *Buf // set by Finish before done closes; holds the flight's own reference
@@ -67,7 +74,7 @@ type Flight struct {
 
 	mu        sync.Mutex
 	finished  bool // guarded by mu
-	dropped   bool // guarded by mu
+	refs      int  // guarded by mu; holders not yet dropped, 0 once dropped for good
 	lingering bool // guarded by mu; landed by Land, still registered until dropped
 }
 
@@ -75,7 +82,7 @@ type Flight struct {
 func (f *Flight) Done() <-chan struct{} { return f.done }
 
 // Take returns the block with a reference for the caller, who releases it.
-// Only after Done.
+// Only after Done, and before the caller's Drop. The error is the fetch's.
 func (f *Flight) Take() (*Buf, error) {
 	if f.err != nil {
 		return nil, f.err
@@ -86,16 +93,34 @@ func (f *Flight) Take() (*Buf, error) {
 	return f.buf, nil
 }
 
-// Drop releases the flight's own reference; its claimer calls it once no
-// reader will Take from it any more, at any time: a flight still in the
-// air drops it when it lands. Later Drops do nothing.
+// Join adds a reference for the caller, who must Drop it. It reports false
+// when every reference was dropped already (the bytes may be reused): the
+// caller must not use the flight.
+func (f *Flight) Join() bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.refs == 0 {
+		return false
+	}
+	f.refs++
+	return true
+}
+
+// Drop gives up the caller's reference, at any time (before or after the
+// flight lands, with or without a Take). The last one releases the
+// flight's own reference to the bytes (a flight still in the air does so
+// when it lands) and unregisters a lingering flight. Drops beyond the
+// references taken do nothing.
 func (f *Flight) Drop() {
 	f.mu.Lock()
-	if f.dropped {
+	if f.refs == 0 {
 		f.mu.Unlock()
 		return
 	}
-	f.dropped = true
+	if f.refs--; f.refs > 0 {
+		f.mu.Unlock()
+		return
+	}
 	finished, buf, lingering := f.finished, f.buf, f.lingering
 	f.mu.Unlock()
 	if lingering {
@@ -107,11 +132,11 @@ func (f *Flight) Drop() {
 }
 
 // land records the result; it releases the flight's reference at once when
-// the flight was dropped while in the air.
+// every holder dropped it while in the air.
 func (f *Flight) land(buf *Buf, err error) {
 	f.mu.Lock()
 	f.buf, f.err, f.finished = buf, err, true
-	dropped := f.dropped
+	dropped := f.refs == 0
 	f.mu.Unlock()
 	close(f.done)
 	if dropped && buf != nil {
@@ -122,7 +147,7 @@ func (f *Flight) land(buf *Buf, err error) {
 // Ready returns a finished Flight owning buf's reference (Drop releases it),
 // for a block that needs no fetch.
 func Ready(buf *Buf) *Flight {
-	f := &Flight{done: make(chan struct{}), buf: buf, finished: true}
+	f := &Flight{done: make(chan struct{}), buf: buf, finished: true, refs: 1}
 	close(f.done)
 	return f
 }
@@ -200,8 +225,9 @@ func (b *Blocks) Get(k BlockKey) (*Buf, bool) {
 }
 
 // Acquire finds block k. It returns exactly one of: the cached block, with
-// a reference for the caller; the Flight of a fetch already under way (wait
-// for it, then Take); or, with claimed true, a new Flight that the caller
+// a reference for the caller; the Flight of a fetch already under way or a
+// block landed and still held (wait for it, Take, then Drop: the caller
+// holds a reference); or, with claimed true, a new Flight that the caller
 // must fetch and Finish, for every other reader of the block will wait on
 // it, and Drop once done with it.
 func (b *Blocks) Acquire(k BlockKey) (buf *Buf, f *Flight, claimed bool) {
@@ -213,14 +239,16 @@ func (b *Blocks) Acquire(k BlockKey) (buf *Buf, f *Flight, claimed bool) {
 	b.misses.Add(1)
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	if f := b.flights[s]; f != nil {
+	if f := b.flights[s]; f != nil && f.Join() {
 		return nil, f, false
 	}
 	// The block may have landed between the Get and the lock.
 	if v, ok := b.c.Get(s); ok && v.Retain() {
 		return v, nil, false
 	}
-	f = &Flight{done: make(chan struct{}), blocks: b, key: s}
+	// (A registered flight whose every holder dropped it is on its way
+	// out: this one takes its place.)
+	f = &Flight{done: make(chan struct{}), blocks: b, key: s, refs: 1}
 	b.flights[s] = f
 	b.fetches.Add(1)
 	return nil, f, true
@@ -251,8 +279,8 @@ func (b *Blocks) Finish(k BlockKey, f *Flight, buf *Buf, err error) {
 
 // Land ends a claimed Flight like Finish, but leaves buf out of the cache:
 // the flight stays registered (Acquire returns it, so another reader of the
-// block shares it) until its claimer drops it, and the memory is reused as
-// soon as the last reader has released it. For blocks read ahead of a
+// block shares it) until its last holder drops it, and the memory is reused
+// as soon as the last reader has released it. For blocks read ahead of a
 // sequential reader, which the kernel's page cache keeps once read: caching
 // them as well would hold every byte twice, push out the blocks that random
 // readers reuse, and make a streaming read touch --cache-size of memory.
@@ -261,7 +289,7 @@ func (b *Blocks) Land(k BlockKey, f *Flight, buf *Buf, err error) {
 		b.landed.Add(1)
 	}
 	f.mu.Lock()
-	linger := err == nil && buf != nil && !f.dropped
+	linger := err == nil && buf != nil && f.refs > 0
 	f.lingering = linger
 	f.mu.Unlock()
 	if !linger {

@@ -106,12 +106,11 @@ type reader struct {
 	readToEnd bool // guarded by mu; a read reached the end of the object
 }
 
-// heldFlight is a block the handle fetched or found ahead of the reader.
-// owned: the handle holds the flight's reference and drops it when the
-// block is passed.
+// heldFlight is a block the handle fetched or found ahead of the reader;
+// the handle holds a reference to the flight and drops it when the block is
+// passed.
 type heldFlight struct {
-	f     *cache.Flight
-	owned bool
+	f *cache.Flight
 }
 
 func newReader(fsys *FS, key, etag string, size int64) *reader {
@@ -125,9 +124,7 @@ func (r *reader) blockKey(i int64) cache.BlockKey {
 
 func (r *reader) dropHeldLocked(i int64) {
 	if h, ok := r.held[i]; ok {
-		if h.owned {
-			h.f.Drop()
-		}
+		h.f.Drop()
 		delete(r.held, i)
 	}
 }
@@ -147,10 +144,10 @@ func (r *reader) close() {
 	}
 }
 
-// want is one block a read needs.
+// want is one block a read needs: the read holds a reference to the
+// flight and drops it once it has taken the bytes.
 type want struct {
-	f     *cache.Flight
-	owned bool // the read drops the flight's reference once it has taken it
+	f *cache.Flight
 }
 
 // read fills dest from off. It returns fewer bytes only at end of file.
@@ -208,7 +205,7 @@ func (r *reader) read(ctx context.Context, dest []byte, off int64) (fuse.ReadRes
 	var runs [][]*cache.Flight
 	var runStart []int64
 	for i := first; i <= last; i++ {
-		f, owned, claimed := r.acquireLocked(i)
+		f, claimed := r.acquireLocked(i)
 		if claimed {
 			if n := len(runs); n > 0 && runStart[n-1]+int64(len(runs[n-1])) == i {
 				runs[n-1] = append(runs[n-1], f)
@@ -216,7 +213,7 @@ func (r *reader) read(ctx context.Context, dest []byte, off int64) (fuse.ReadRes
 				runs, runStart = append(runs, []*cache.Flight{f}), append(runStart, i)
 			}
 		}
-		wants = append(wants, want{f: f, owned: owned})
+		wants = append(wants, want{f: f})
 	}
 	for j := range runs {
 		go r.fetchRun(runStart[j], runs[j], false)
@@ -244,26 +241,22 @@ func (r *reader) read(ctx context.Context, dest []byte, off int64) (fuse.ReadRes
 		i := first + int64(j)
 		buf, err := r.take(ctx, w)
 		if err != nil && !errors.Is(err, s3backend.ErrChanged) && ctx.Err() == nil {
-			// A failed readahead, or a block whose bytes were reused
-			// before this read took them: fetched again by the reader.
-			if !cache.IsRecycled(err) {
-				r.fsys.log.Debug("read: retrying block", "key", r.key, "block", i, "err", err)
-			}
+			// A failed readahead (or another reader's failed fetch):
+			// fetched again by this read.
+			r.fsys.log.Debug("read: retrying block", "key", r.key, "block", i, "err", err)
 			r.mu.Lock()
 			r.dropHeldLocked(i)
-			f, owned, claimed := r.acquireLocked(i)
+			f, claimed := r.acquireLocked(i)
 			r.mu.Unlock()
 			if claimed {
 				go r.fetchRun(i, []*cache.Flight{f}, false)
 			}
-			buf, err = r.take(ctx, want{f: f, owned: owned})
+			buf, err = r.take(ctx, want{f: f})
 		}
 		if err != nil {
-			// The wants not reached still own their flights' references.
+			// The wants not reached still hold their flights' references.
 			for _, rest := range wants[j+1:] {
-				if rest.owned {
-					rest.f.Drop()
-				}
+				rest.f.Drop()
 			}
 			release()
 			return nil, errno(err)
@@ -305,15 +298,11 @@ func (r *reader) take(ctx context.Context, w want) (*cache.Buf, error) {
 	select {
 	case <-w.f.Done():
 	case <-ctx.Done():
-		if w.owned {
-			w.f.Drop()
-		}
+		w.f.Drop()
 		return nil, context.Canceled
 	}
 	buf, err := w.f.Take()
-	if w.owned {
-		w.f.Drop()
-	}
+	w.f.Drop()
 	return buf, err
 }
 
@@ -328,18 +317,18 @@ func (b *bufResult) Bytes(_ []byte) ([]byte, fuse.Status) { return b.data, fuse.
 func (b *bufResult) Size() int                            { return len(b.data) }
 func (b *bufResult) Done()                                { b.buf.Release() }
 
-// acquireLocked returns block i's flight: held (owned by the held map),
-// cached (a ready flight the caller owns), in flight elsewhere (not owned),
-// or newly claimed (owned, and claimed: the caller must start its fetch).
-func (r *reader) acquireLocked(i int64) (f *cache.Flight, owned, claimed bool) {
-	if h, ok := r.held[i]; ok {
-		return h.f, false, false
+// acquireLocked returns block i's flight with a reference for the caller,
+// who drops it: held by this handle, cached (a ready flight), in flight
+// elsewhere, or newly claimed (claimed: the caller must start its fetch).
+func (r *reader) acquireLocked(i int64) (f *cache.Flight, claimed bool) {
+	if h, ok := r.held[i]; ok && h.f.Join() {
+		return h.f, false
 	}
 	buf, f, claimed := r.fsys.blocks.Acquire(r.blockKey(i))
 	if buf != nil {
-		return cache.Ready(buf), true, false
+		return cache.Ready(buf), false
 	}
-	return f, claimed, claimed
+	return f, claimed
 }
 
 // readaheadLocked keeps the window of requested bytes ahead of end.
@@ -369,10 +358,11 @@ func (r *reader) readaheadLocked(end int64) {
 		var run []*cache.Flight
 		runStart := a
 		for i := a; i < a+nb; i++ {
-			f, owned, claimed := r.acquireLocked(i)
-			if _, ok := r.held[i]; !ok {
-				r.held[i] = heldFlight{f: f, owned: owned}
+			if _, ok := r.held[i]; ok {
+				continue
 			}
+			f, claimed := r.acquireLocked(i)
+			r.held[i] = heldFlight{f: f}
 			if claimed {
 				if len(run) == 0 {
 					runStart = i
