@@ -487,5 +487,5 @@ func (d *Dir) Create(ctx context.Context, name string, flags uint32, mode uint32
 	f.fillAttr(&out.Attr)
 	inode := d.NewInode(ctx, f, gofs.StableAttr{Mode: syscall.S_IFREG})
 	d.fsys.meta.Put(path, cache.Stat{Kind: cache.File, MTime: time.Now()})
-	return inode, h, writerFlags(flags), 0
+	return inode, h, writerFlags(flags, h.keepCache), 0
 }

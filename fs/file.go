@@ -217,10 +217,14 @@ func (f *File) closedLocked() {
 }
 
 // committed records an upload that completed. It reports whether the file
-// was unlinked meanwhile (the caller then deletes the object). The kernel's
-// cached attributes and pages of the file are dropped, since other handles
-// may have cached the size or bytes of what was there before.
-func (f *File) committed(size int64, etag string, mtime time.Time) (unlinked bool) {
+// was unlinked meanwhile (the caller then deletes the object). With
+// bypassed (bytes were written around the kernel page cache: a
+// FOPEN_DIRECT_IO or passthrough handle), the pages the kernel cached of
+// the file are dropped, since they may hold what was there before.
+// Otherwise they are the content's own bytes (see cacheFlagsLocked) and
+// stay: dropping them would race the page-cache writes of handles still
+// open.
+func (f *File) committed(size int64, etag string, mtime time.Time, bypassed bool) (unlinked bool) {
 	f.mu.Lock()
 	f.size, f.etag, f.mtime, f.fetched = size, etag, mtime, time.Now()
 	f.localETag = etag
@@ -230,9 +234,11 @@ func (f *File) committed(size int64, etag string, mtime time.Time) (unlinked boo
 	if !unlinked {
 		f.fsys.meta.Put(key, cache.Stat{Kind: cache.File, Size: size, ETag: etag, MTime: mtime})
 	}
-	// Asynchronously: a notification waits for page locks that a read in
-	// flight on this inode may hold.
-	go f.NotifyContent(0, 0)
+	if bypassed {
+		// Asynchronously: a notification waits for page locks that a
+		// read in flight on this inode may hold.
+		go f.NotifyContent(0, 0)
+	}
 	return unlinked
 }
 
@@ -333,10 +339,16 @@ func (f *File) Open(ctx context.Context, flags uint32) (gofs.FileHandle, uint32,
 		f.mu.Unlock()
 		return &ptHandle{handle: h, fd: fd}, fuse.FOPEN_DIRECT_IO, 0
 	}
-	return h, writerFlags(flags), 0
+	return h, writerFlags(flags, h.keepCache), 0
 }
 
-// writerFlags are the FOPEN flags of a writable handle. A write-only one
+// writerFlags are the FOPEN flags of a writable handle. With keep (the
+// kernel's pages of the file are the content's bytes: openWriter),
+// FOPEN_KEEP_CACHE: without it the kernel drops the file's pages at open
+// (fuse_open), and a drop while another handle's write is on its way races
+// it: the kernel copies a write(2) into the pages, unlocks those it filled
+// and only then sends the WRITE (fuse_perform_write), so a read that comes
+// in between caches the old bytes for good. A write-only one
 // (O_WRONLY: cp, tar, dd of=, shell redirections) gets FOPEN_DIRECT_IO:
 // the kernel hands each write(2) to the daemon straight from the
 // program's buffer instead of first copying it into page-cache pages of
@@ -345,15 +357,22 @@ func (f *File) Open(ctx context.Context, flags uint32) (gofs.FileHandle, uint32,
 // filled with what is being uploaded. Such a descriptor cannot be mmapped
 // (mmap(2) needs read access), so losing mmap costs nothing. O_RDWR keeps
 // the page cache: it may be mmapped, and reads of it are cached.
-func writerFlags(flags uint32) uint32 {
-	if flags&syscall.O_ACCMODE == syscall.O_WRONLY {
-		return fuse.FOPEN_DIRECT_IO
+func writerFlags(flags uint32, keep bool) uint32 {
+	var out uint32
+	if keep {
+		out = fuse.FOPEN_KEEP_CACHE
 	}
-	return 0
+	if flags&syscall.O_ACCMODE == syscall.O_WRONLY {
+		out |= fuse.FOPEN_DIRECT_IO
+	}
+	return out
 }
 
 // cacheFlagsLocked chooses how the kernel page cache serves a handle
-// reading version etag. Same version as the cache holds: FOPEN_KEEP_CACHE,
+// reading version etag. While the file is open for writing, every handle
+// reads the content and the pages hold its bytes: FOPEN_KEEP_CACHE (a drop
+// would race the writers' writes, see writerFlags). Same version as the
+// cache holds: FOPEN_KEEP_CACHE,
 // so a re-read of an unchanged file is served by the kernel. Another
 // version while handles of the cached one are still open: FOPEN_DIRECT_IO
 // with KEEP_CACHE, so the new handle bypasses the cache and the old ones
@@ -361,6 +380,8 @@ func writerFlags(flags uint32) uint32 {
 // Otherwise 0: the kernel drops the old pages and caches this version.
 func (f *File) cacheFlagsLocked(etag string) uint32 {
 	switch {
+	case f.content != nil:
+		return fuse.FOPEN_KEEP_CACHE
 	case etag != "" && f.openETag == etag:
 		return fuse.FOPEN_KEEP_CACHE
 	case f.openETag != "" && f.readers[f.openETag] > 0:
@@ -390,6 +411,10 @@ func (f *File) readerClosed(etag string) {
 func (f *File) openWriter(flags uint32, created bool) (*handle, syscall.Errno) {
 	for {
 		f.mu.Lock()
+		// The kernel's pages are the content's bytes when a content is
+		// open (its reads and page-cache writes fill them), or when they
+		// are of the version the new content starts from.
+		keep := f.content != nil || (f.openETag != "" && f.openETag == f.etag)
 		if f.content == nil {
 			if f.ptOpen > 0 {
 				c, err := f.ptContentLocked(created)
@@ -434,7 +459,8 @@ func (f *File) openWriter(flags uint32, created bool) (*handle, syscall.Errno) {
 		}
 		c.handles++
 		c.mu.Unlock()
-		return &handle{c: c, file: f, appends: flags&syscall.O_APPEND != 0, pt: pt}, 0
+		return &handle{c: c, file: f, appends: flags&syscall.O_APPEND != 0, pt: pt, keepCache: keep,
+			bypass: pt || flags&syscall.O_ACCMODE == syscall.O_WRONLY}, 0
 	}
 }
 

@@ -123,6 +123,10 @@ type content struct {
 	// in (ptRefreshLocked).
 	ptFile *os.File
 	ptSeen ptStat // guarded by mu
+
+	// bypassed: a handle wrote around the kernel page cache since the
+	// last commit (handle.bypass), whose pages the commit then drops.
+	bypassed atomic.Bool
 }
 
 // stream is the state of a streaming upload.
@@ -555,7 +559,7 @@ func (c *content) afterCommitLocked(ctx context.Context, key, etag string) {
 		c.baseReader.close()
 		c.baseReader = nil
 	}
-	if !c.file.committed(c.size, etag, time.Now()) {
+	if !c.file.committed(c.size, etag, time.Now(), c.bypassed.Swap(false) || c.ptFile != nil) {
 		return
 	}
 	if err := c.fsys.client.Delete(ctx, key); err != nil {
@@ -928,6 +932,12 @@ type handle struct {
 	appends bool
 	// pt: a passthrough handle, counted in file.ptOpen (passthrough.go).
 	pt bool
+	// keepCache: a writable handle opened while the kernel's pages of
+	// the file were the content's bytes (openWriter, writerFlags).
+	keepCache bool
+	// bypass: its writes do not go through the kernel page cache
+	// (FOPEN_DIRECT_IO: write-only and passthrough handles).
+	bypass bool
 }
 
 var (
@@ -965,6 +975,9 @@ func (h *handle) Read(ctx context.Context, dest []byte, off int64) (fuse.ReadRes
 func (h *handle) Write(ctx context.Context, data []byte, off int64) (uint32, syscall.Errno) {
 	if h.c == nil {
 		return 0, syscall.EBADF
+	}
+	if h.bypass {
+		h.c.bypassed.Store(true)
 	}
 	if h.appends {
 		return h.c.append(uninterruptible(ctx), data, off)

@@ -531,3 +531,102 @@ func TestAppendWithReaderOpen(t *testing.T) {
 		t.Errorf("in S3: %q, want %q", got, want)
 	}
 }
+
+// TestReadBackWhileOthersRead: a program that opens a file read-write,
+// writes and reads back what it wrote (sqlite, editors' swap files) while
+// other programs keep opening and reading the same file. Two bugs made
+// this fail: opens and commits dropped the kernel's pages of the file
+// while a write was on its way to the daemon, and a read in between
+// cached the old bytes, which the writer then read back; and a reader
+// waiting on another's block fetch could find the block's memory reused
+// ("block recycled before it was read", EIO).
+func TestReadBackWhileOthersRead(t *testing.T) {
+	const size = 3_000_000
+	e := newEnv(t)
+	mnt := e.mount()
+	p := filepath.Join(mnt, "shared.bin")
+	model := make([]byte, size)
+	for i := range model {
+		model[i] = byte(i * 7)
+	}
+	if err := os.WriteFile(p, model, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	var readerErrs [4]error
+	var readerRuns [4]int
+	done := make(chan struct{})
+	for r := range readerErrs {
+		go func() {
+			defer func() { done <- struct{}{} }()
+			for time.Now().Before(deadline) {
+				b, err := os.ReadFile(p)
+				if err != nil {
+					readerErrs[r] = err
+					return
+				}
+				if len(b) != size {
+					readerErrs[r] = fmt.Errorf("read %d bytes, want %d", len(b), size)
+					return
+				}
+				readerRuns[r]++
+			}
+		}()
+	}
+	rounds, stale := 0, 0
+	var werr error
+	seed := uint32(1)
+	rnd := func(n int) int { seed = seed*1664525 + 1013904223; return int(seed>>8) % n }
+	for time.Now().Before(deadline) && werr == nil {
+		f, err := os.OpenFile(p, os.O_RDWR, 0)
+		if err != nil {
+			werr = err
+			break
+		}
+		for k := 0; k < 3; k++ {
+			off, n := rnd(size-4096), 1+rnd(4095)
+			data := make([]byte, n)
+			for i := range data {
+				data[i] = byte(rnd(256))
+			}
+			if _, err := f.WriteAt(data, int64(off)); err != nil {
+				werr = err
+				break
+			}
+			copy(model[off:], data)
+			back := make([]byte, n)
+			if _, err := f.ReadAt(back, int64(off)); err != nil {
+				werr = err
+				break
+			}
+			if !bytes.Equal(back, data) {
+				stale++
+				if stale <= 3 {
+					t.Errorf("round %d: read back %d bytes at %d just written: other bytes", rounds, n, off)
+				}
+			}
+		}
+		if err := f.Close(); err != nil && werr == nil {
+			werr = err
+		}
+		rounds++
+	}
+	for range readerErrs {
+		<-done
+	}
+	if werr != nil {
+		t.Errorf("writer, round %d: %v", rounds, werr)
+	}
+	for r, err := range readerErrs {
+		if err != nil {
+			t.Errorf("reader %d, after %d reads: %v", r, readerRuns[r], err)
+		}
+	}
+	if stale > 0 {
+		t.Errorf("%d of %d read-backs returned other bytes than just written", stale, 3*rounds)
+	}
+	t.Logf("%d writer rounds; reads %v", rounds, readerRuns)
+	if got := e.get("shared.bin"); !bytes.Equal(got, model) {
+		t.Errorf("S3 holds %d bytes that differ from what the writer wrote", len(got))
+	}
+}
