@@ -316,3 +316,41 @@ func TestMetaVersionsOutliveTheTTL(t *testing.T) {
 		t.Error("Version answered for another ETag")
 	}
 }
+
+// An answer to a request sent before this mount changed a path (Put) or
+// before a later request's answer came in describes the path as it was:
+// Observed keeps the newer entry.
+func TestMetaObservedNeverReplacesNewer(t *testing.T) {
+	now := time.Unix(1000, 0)
+	m := NewMeta(time.Minute, 10, func() time.Time { return now })
+	sent := now
+	now = now.Add(time.Second)
+	m.Put("k", Stat{Kind: File, ETag: "new"}) // this mount's commit
+	m.Observed("k", Stat{Kind: File, ETag: "old", Seen: sent})
+	if st, _ := m.Get("k"); st.ETag != "new" {
+		t.Errorf("a HEAD sent before the commit replaced it: %q", st.ETag)
+	}
+	// The entry kept lives as long as the answer would have: a listing
+	// marks its directory complete for the TTL from now.
+	now = now.Add(time.Minute - time.Millisecond)
+	m.Observed("k", Stat{Kind: File, ETag: "old", Seen: sent})
+	now = now.Add(2 * time.Millisecond)
+	if st, ok := m.Get("k"); !ok || st.ETag != "new" {
+		t.Errorf("the entry kept expired before the answer would have: %+v %v", st, ok)
+	}
+	now = now.Add(time.Second)
+	m.Observed("k", Stat{Kind: File, ETag: "newer", Seen: now})
+	if st, _ := m.Get("k"); st.ETag != "newer" {
+		t.Errorf("a HEAD sent after the commit was not taken in: %q", st.ETag)
+	}
+	m.Observed("k", Stat{Kind: Absent, Seen: sent})
+	if st, _ := m.Get("k"); st.Kind != File || st.ETag != "newer" {
+		t.Errorf("an older 404 replaced a newer answer: %+v", st)
+	}
+	// Once the entry expired, any answer is better than none.
+	now = now.Add(2 * time.Minute)
+	m.Observed("k", Stat{Kind: File, ETag: "late", Seen: sent})
+	if st, ok := m.Get("k"); !ok || st.ETag != "late" {
+		t.Errorf("after expiry: %+v %v", st, ok)
+	}
+}

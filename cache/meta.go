@@ -49,6 +49,11 @@ type Stat struct {
 	// wrote them (not from a HEAD), so giving them back to it changes
 	// nothing.
 	Own bool
+	// Seen is when the request that learned this was sent (Observed),
+	// or when this mount recorded its own change (Put). A request sent
+	// before a change here may answer with what was there before: its
+	// answer must not replace what the change left.
+	Seen time.Time
 }
 
 type metaItem struct {
@@ -92,7 +97,8 @@ func NewMeta(ttl time.Duration, maxEntries int, now func() time.Time) *Meta {
 // TTL returns the time entries live.
 func (m *Meta) TTL() time.Duration { return m.ttl }
 
-// Put remembers what path is (Absent for a negative entry).
+// Put remembers what path is now (Absent for a negative entry): what this
+// mount just did to it or knows for certain. st.Seen becomes now.
 func (m *Meta) Put(path string, st Stat) {
 	if m.ttl <= 0 {
 		return
@@ -100,7 +106,32 @@ func (m *Meta) Put(path string, st Stat) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	m.pruneLocked()
-	m.items[path] = metaItem{st: st, expires: m.now().Add(m.ttl)}
+	now := m.now()
+	st.Seen = now
+	m.items[path] = metaItem{st: st, expires: now.Add(m.ttl)}
+}
+
+// Observed remembers what a request sent at st.Seen (HeadObject,
+// ListObjectsV2) answered for path, unless the entry held was recorded
+// after that: a change this mount made (Put) or a later request's answer
+// while the request was under way is newer, and stays.
+func (m *Meta) Observed(path string, st Stat) {
+	if m.ttl <= 0 {
+		return
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	now := m.now()
+	if it, ok := m.items[path]; ok && now.Before(it.expires) && it.st.Seen.After(st.Seen) {
+		// Newer, and as fresh as the answer: it lives as long as the
+		// answer would have (a listing's MarkListed counts on each of
+		// its names having an entry while the listing is trusted).
+		it.expires = now.Add(m.ttl)
+		m.items[path] = it
+		return
+	}
+	m.pruneLocked()
+	m.items[path] = metaItem{st: st, expires: now.Add(m.ttl)}
 }
 
 // PutVersion remembers st, what a HeadObject of path answered for the

@@ -403,6 +403,7 @@ func (f *File) Setattr(ctx context.Context, fh gofs.FileHandle, in *fuse.SetAttr
 	f.mu.Lock()
 	f.localETag = newETag // the same bytes: open readers follow
 	f.etag, f.mtime, f.fetched = newETag, mtime, time.Now()
+	f.changed = f.fetched
 	f.attr.fromStat(st)
 	f.attr.own = true
 	f.mu.Unlock()
@@ -448,6 +449,7 @@ func (f *File) flushMeta(ctx context.Context) syscall.Errno {
 	if f.etag == etag {
 		f.localETag = newETag
 		f.etag, f.mtime, f.fetched = newETag, mtime, time.Now()
+		f.changed = f.fetched
 		f.attr.fromStat(st)
 		f.attr.own = true
 	}

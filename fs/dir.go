@@ -157,6 +157,7 @@ func (d *Dir) Readdir(ctx context.Context) (gofs.DirStream, syscall.Errno) {
 	kinds := map[string]cache.Stat{}
 	mf := d.newMetaFetch(ctx)
 	token := ""
+	seen := time.Now() // what the listing and its HEADs learn is as of then
 	for {
 		page, err := d.fsys.client.List(ctx, prefix, "/", token, 1000)
 		if err != nil {
@@ -206,7 +207,8 @@ func (d *Dir) Readdir(ctx context.Context) (gofs.DirStream, syscall.Errno) {
 				st.MTime = old.MTime
 			}
 		}
-		d.fsys.meta.Put(p, st)
+		st.Seen = seen
+		d.fsys.meta.Observed(p, st)
 	}
 	d.fsys.meta.MarkListed(dir)
 	// Files created here and not yet uploaded are entries too.
@@ -487,5 +489,5 @@ func (d *Dir) Create(ctx context.Context, name string, flags uint32, mode uint32
 	f.fillAttr(&out.Attr)
 	inode := d.NewInode(ctx, f, gofs.StableAttr{Mode: syscall.S_IFREG})
 	d.fsys.meta.Put(path, cache.Stat{Kind: cache.File, MTime: time.Now()})
-	return inode, h, writerFlags(flags, h.keepCache), 0
+	return inode, h, writerFlags(flags), 0
 }

@@ -20,12 +20,21 @@ type File struct {
 	gofs.Inode
 	fsys *FS
 
-	mu       sync.Mutex
-	key      string    // guarded by mu; changes on rename
-	size     int64     // guarded by mu; bytes, as last seen in S3
-	etag     string    // guarded by mu; "" until the object exists
-	mtime    time.Time // guarded by mu
-	fetched  time.Time // guarded by mu; when size/etag were last learned
+	mu      sync.Mutex
+	key     string    // guarded by mu; changes on rename
+	size    int64     // guarded by mu; bytes, as last seen in S3
+	etag    string    // guarded by mu; "" until the object exists
+	mtime   time.Time // guarded by mu
+	fetched time.Time // guarded by mu; when size/etag were last learned
+	// drops counts the drops of the kernel's pages of the file under
+	// way (dropPagesLocked, committed); dropDone is closed when it falls
+	// back to 0. Opens wait for them.
+	drops    int           // guarded by mu
+	dropDone chan struct{} // guarded by mu
+	// changed is when this mount last made a version of the object (a
+	// commit, a metadata rewrite, a rename): an answer to a request sent
+	// before it may describe the version before, and is not taken in.
+	changed  time.Time // guarded by mu
 	openETag string    // guarded by mu; ETag the kernel page cache holds
 	// localETag is the ETag of the last version this mount made (an
 	// upload or a metadata rewrite): read-only handles follow it.
@@ -70,6 +79,13 @@ func (f *File) update(st cache.Stat) {
 		// copy, and so does every open until they close
 		// (passthrough.go): stat must not show another's size, or
 		// tail(1) and mmap would read past that copy's end.
+		return
+	}
+	if !st.Seen.IsZero() && st.Seen.Before(f.changed) {
+		// Asked before this mount's last change of the object: it
+		// may be the version before (a HEAD crossing a commit). Taken
+		// in, the next writer would start from it and fail with
+		// ESTALE, and readers would read it.
 		return
 	}
 	f.size, f.etag, f.mtime, f.fetched = st.Size, st.ETag, st.MTime, time.Now()
@@ -179,6 +195,7 @@ func (f *File) renamed(key, etag string) {
 	if etag != "" {
 		f.etag = etag
 	}
+	f.changed = time.Now()
 	c := f.content
 	f.mu.Unlock()
 	if c != nil {
@@ -227,17 +244,25 @@ func (f *File) closedLocked() {
 func (f *File) committed(size int64, etag string, mtime time.Time, bypassed bool) (unlinked bool) {
 	f.mu.Lock()
 	f.size, f.etag, f.mtime, f.fetched = size, etag, mtime, time.Now()
+	f.changed = f.fetched
 	f.localETag = etag
 	f.attr.committed()
 	key, unlinked := f.key, f.unlinked
+	if bypassed {
+		// Asynchronously: the drop waits for page locks that a read in
+		// flight on this inode may hold, and such a read may wait for
+		// the content, which the caller holds. Opens wait for it.
+		f.beginDropLocked()
+		go func() {
+			f.notifyDrop()
+			f.mu.Lock()
+			f.endDropLocked()
+			f.mu.Unlock()
+		}()
+	}
 	f.mu.Unlock()
 	if !unlinked {
 		f.fsys.meta.Put(key, cache.Stat{Kind: cache.File, Size: size, ETag: etag, MTime: mtime})
-	}
-	if bypassed {
-		// Asynchronously: a notification waits for page locks that a
-		// read in flight on this inode may hold.
-		go f.NotifyContent(0, 0)
 	}
 	return unlinked
 }
@@ -302,6 +327,7 @@ func (f *File) Open(ctx context.Context, flags uint32) (gofs.FileHandle, uint32,
 	if flags&syscall.O_ACCMODE == syscall.O_RDONLY {
 		f.mu.Lock()
 		defer f.mu.Unlock()
+		f.waitDropLocked()
 		h := &handle{r: f.newReaderLocked(), file: f}
 		h.r.file = f
 		f.readers[h.r.etag]++
@@ -339,16 +365,12 @@ func (f *File) Open(ctx context.Context, flags uint32) (gofs.FileHandle, uint32,
 		f.mu.Unlock()
 		return &ptHandle{handle: h, fd: fd}, fuse.FOPEN_DIRECT_IO, 0
 	}
-	return h, writerFlags(flags, h.keepCache), 0
+	return h, writerFlags(flags), 0
 }
 
-// writerFlags are the FOPEN flags of a writable handle. With keep (the
-// kernel's pages of the file are the content's bytes: openWriter),
-// FOPEN_KEEP_CACHE: without it the kernel drops the file's pages at open
-// (fuse_open), and a drop while another handle's write is on its way races
-// it: the kernel copies a write(2) into the pages, unlocks those it filled
-// and only then sends the WRITE (fuse_perform_write), so a read that comes
-// in between caches the old bytes for good. A write-only one
+// writerFlags are the FOPEN flags of a writable handle. FOPEN_KEEP_CACHE:
+// the kernel's pages of the file are the content's bytes (openWriter
+// dropped any others before the content began). A write-only one
 // (O_WRONLY: cp, tar, dd of=, shell redirections) gets FOPEN_DIRECT_IO:
 // the kernel hands each write(2) to the daemon straight from the
 // program's buffer instead of first copying it into page-cache pages of
@@ -357,27 +379,76 @@ func (f *File) Open(ctx context.Context, flags uint32) (gofs.FileHandle, uint32,
 // filled with what is being uploaded. Such a descriptor cannot be mmapped
 // (mmap(2) needs read access), so losing mmap costs nothing. O_RDWR keeps
 // the page cache: it may be mmapped, and reads of it are cached.
-func writerFlags(flags uint32, keep bool) uint32 {
-	var out uint32
-	if keep {
-		out = fuse.FOPEN_KEEP_CACHE
-	}
+func writerFlags(flags uint32) uint32 {
 	if flags&syscall.O_ACCMODE == syscall.O_WRONLY {
-		out |= fuse.FOPEN_DIRECT_IO
+		return fuse.FOPEN_KEEP_CACHE | fuse.FOPEN_DIRECT_IO
 	}
-	return out
+	return fuse.FOPEN_KEEP_CACHE
+}
+
+// waitDropLocked returns once no drop of the file's pages is under way
+// (dropPagesLocked). f.mu is held, and released while it waits.
+func (f *File) waitDropLocked() {
+	for f.drops > 0 {
+		ch := f.dropDone
+		f.mu.Unlock()
+		<-ch
+		f.mu.Lock()
+	}
+}
+
+// beginDropLocked counts a drop in; endDropLocked counts it out. f.mu is
+// held.
+func (f *File) beginDropLocked() {
+	if f.drops == 0 {
+		f.dropDone = make(chan struct{})
+	}
+	f.drops++
+}
+
+func (f *File) endDropLocked() {
+	if f.drops--; f.drops == 0 {
+		close(f.dropDone)
+	}
+}
+
+// notifyDrop asks the kernel to drop its pages of the file and returns
+// when they are gone.
+func (f *File) notifyDrop() {
+	if st := f.NotifyContent(0, 0); st != 0 && st != syscall.ENOENT {
+		f.fsys.log.Debug("dropping the kernel's pages of a file failed", "errno", st)
+	}
+}
+
+// dropPagesLocked drops the kernel's pages of the file and returns once
+// they are gone (FUSE_NOTIFY_INVAL_INODE; the kernel answers the
+// notification after invalidate_inode_pages2_range). f.mu is held, and
+// released during the drop; opens wait for it (waitDropLocked).
+//
+// Opens never leave the drop to the kernel (an open reply without
+// FOPEN_KEEP_CACHE, see fuse_open): the kernel drops the pages after the
+// reply, when a writer opened meanwhile may be writing, and a drop races
+// a write on its way: the kernel copies a write(2) into the pages, unlocks
+// the ones it filled and only then sends the WRITE (fuse_perform_write),
+// so a read that comes in between caches the old bytes for good.
+func (f *File) dropPagesLocked() {
+	f.beginDropLocked()
+	f.mu.Unlock()
+	f.notifyDrop()
+	f.mu.Lock()
+	f.endDropLocked()
 }
 
 // cacheFlagsLocked chooses how the kernel page cache serves a handle
 // reading version etag. While the file is open for writing, every handle
-// reads the content and the pages hold its bytes: FOPEN_KEEP_CACHE (a drop
-// would race the writers' writes, see writerFlags). Same version as the
-// cache holds: FOPEN_KEEP_CACHE,
-// so a re-read of an unchanged file is served by the kernel. Another
-// version while handles of the cached one are still open: FOPEN_DIRECT_IO
-// with KEEP_CACHE, so the new handle bypasses the cache and the old ones
-// keep their version's pages (a reader never sees two versions mixed).
-// Otherwise 0: the kernel drops the old pages and caches this version.
+// reads the content and the pages hold its bytes: FOPEN_KEEP_CACHE. Same
+// version as the cache holds: FOPEN_KEEP_CACHE, so a re-read of an
+// unchanged file is served by the kernel. Another version while handles
+// of the cached one are still open: FOPEN_DIRECT_IO with KEEP_CACHE, so
+// the new handle bypasses the cache and the old ones keep their version's
+// pages (a reader never sees two versions mixed). Otherwise the old pages
+// are dropped (dropPagesLocked, which releases f.mu meanwhile) and the
+// kernel caches this version: FOPEN_KEEP_CACHE.
 func (f *File) cacheFlagsLocked(etag string) uint32 {
 	switch {
 	case f.content != nil:
@@ -388,7 +459,8 @@ func (f *File) cacheFlagsLocked(etag string) uint32 {
 		return fuse.FOPEN_DIRECT_IO | fuse.FOPEN_KEEP_CACHE
 	}
 	f.openETag = etag
-	return 0
+	f.dropPagesLocked()
+	return fuse.FOPEN_KEEP_CACHE
 }
 
 // readerClosed counts a read handle of version etag out.
@@ -411,10 +483,17 @@ func (f *File) readerClosed(etag string) {
 func (f *File) openWriter(flags uint32, created bool) (*handle, syscall.Errno) {
 	for {
 		f.mu.Lock()
-		// The kernel's pages are the content's bytes when a content is
-		// open (its reads and page-cache writes fill them), or when they
-		// are of the version the new content starts from.
-		keep := f.content != nil || (f.openETag != "" && f.openETag == f.etag)
+		f.waitDropLocked()
+		if f.content == nil && !created && f.ptOpen == 0 && (f.openETag == "" || f.openETag != f.etag) {
+			// The kernel may hold pages of another version than the
+			// content starts from: they go before any handle of the
+			// content can write (dropPagesLocked). A created file's
+			// node is new: the kernel has none.
+			f.openETag = f.etag
+			f.dropPagesLocked()
+			f.mu.Unlock()
+			continue
+		}
 		if f.content == nil {
 			if f.ptOpen > 0 {
 				c, err := f.ptContentLocked(created)
@@ -459,7 +538,7 @@ func (f *File) openWriter(flags uint32, created bool) (*handle, syscall.Errno) {
 		}
 		c.handles++
 		c.mu.Unlock()
-		return &handle{c: c, file: f, appends: flags&syscall.O_APPEND != 0, pt: pt, keepCache: keep,
+		return &handle{c: c, file: f, appends: flags&syscall.O_APPEND != 0, pt: pt,
 			bypass: pt || flags&syscall.O_ACCMODE == syscall.O_WRONLY}, 0
 	}
 }

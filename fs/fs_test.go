@@ -12,6 +12,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -917,5 +918,69 @@ func TestNameOfAFileUnlinkedWhileOpenStaysGone(t *testing.T) {
 	}
 	if got, ok := c.Object("h3"); !ok || string(got) != "target" {
 		t.Errorf("h3 in S3 after the old file's last close = %q, %v; want the symlink's \"target\"", got, ok)
+	}
+}
+
+// A HEAD sent before this mount commits a new version of a file, and
+// answered after, describes the version before. Taken in by the file's
+// node, the next writer started from that version and its commit failed
+// with ESTALE (If-Match on the old ETag), and new readers read it.
+func TestSemanticsHeadCrossingACommitIsNotTakenIn(t *testing.T) {
+	c := s3fake.New("bkt")
+	c.PutDirect("f", []byte("version one"))
+	mnt := mountFake(t, c, func(cfg *Config) { cfg.Meta = cache.NewMeta(50*time.Millisecond, 100, nil) })
+	p := filepath.Join(mnt, "f")
+	// fstat(2) of an open descriptor: a GETATTR, no LOOKUP (which
+	// would hold the kernel's dentry while the HEAD is held back).
+	rd, err := os.Open(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rd.Close()
+	answered, release := make(chan struct{}), make(chan struct{})
+	var first atomic.Bool
+	c.SetHeadDone(func(key string) {
+		if key == "f" && first.CompareAndSwap(false, true) {
+			close(answered)
+			<-release
+		}
+	})
+	time.Sleep(100 * time.Millisecond) // past the TTL: the next stat asks S3
+	statted := make(chan error, 1)
+	go func() {
+		_, err := rd.Stat()
+		statted <- err
+	}()
+	select {
+	case <-answered:
+	case <-time.After(5 * time.Second):
+		t.Fatal("stat sent no HEAD")
+	}
+	// The HEAD has read version one. Now this mount writes version two.
+	if err := os.WriteFile(p, []byte("version two, longer"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(50 * time.Millisecond) // the writer's release is asynchronous
+	close(release)
+	if err := <-statted; err != nil {
+		t.Fatal(err)
+	}
+	c.SetHeadDone(nil)
+	// Read, then change it again in place.
+	if got, err := os.ReadFile(p); err != nil || string(got) != "version two, longer" {
+		t.Errorf("read after the crossing HEAD: %q, %v; want version two", got, err)
+	}
+	fd, err := os.OpenFile(p, os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := fd.WriteAt([]byte("V"), 0); err != nil {
+		t.Error(err)
+	}
+	if err := fd.Close(); err != nil {
+		t.Errorf("close of an in-place write after the crossing HEAD: %v", err)
+	}
+	if got, _ := c.Object("f"); string(got) != "Version two, longer" {
+		t.Errorf("in S3: %q", got)
 	}
 }

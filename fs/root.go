@@ -254,8 +254,10 @@ func (f *FS) stat(ctx context.Context, path, parent string) (cache.Stat, error) 
 	return st, err
 }
 
-// statKey is stat without the files unlinked while open.
+// statKey is stat without the files unlinked while open. What its
+// requests learn carries their start time (Stat.Seen; Meta.Observed).
 func (f *FS) statKey(ctx context.Context, path, parent string) (cache.Stat, error) {
+	seen := time.Now()
 	if st, ok := f.meta.Get(path); ok {
 		if st.Kind == cache.Absent {
 			return st, s3backend.ErrNotFound
@@ -267,7 +269,8 @@ func (f *FS) statKey(ctx context.Context, path, parent string) (cache.Stat, erro
 			switch {
 			case err == nil:
 				st = f.learned(path, info)
-				f.meta.Put(path, st)
+				st.Seen = seen
+				f.meta.Observed(path, st)
 				return st, nil
 			case errors.Is(err, s3backend.ErrNotFound):
 				f.meta.Invalidate(path, parent) // gone, or a directory now: ask afresh
@@ -293,21 +296,22 @@ func (f *FS) statKey(ctx context.Context, path, parent string) (cache.Stat, erro
 	page, lerr := f.client.List(ctx, path+"/", "", "", 1)
 	h := <-hc
 	if lerr == nil && (len(page.Objects) > 0 || len(page.Prefixes) > 0) {
-		st := cache.Stat{Kind: cache.Dir}
+		st := cache.Stat{Kind: cache.Dir, Seen: seen}
 		if len(page.Objects) > 0 && page.Objects[0].Key == path+"/" {
 			st.MTime = page.Objects[0].LastModified.Truncate(time.Second)
 		}
-		f.meta.Put(path, st)
+		f.meta.Observed(path, st)
 		return st, nil
 	}
 	if h.err == nil {
 		st := f.learned(path, h.info)
+		st.Seen = seen
 		if lerr != nil {
 			// The file is certain; whether it is also a directory is
 			// not. Answer with the file, but do not cache the guess.
 			return st, nil
 		}
-		f.meta.Put(path, st)
+		f.meta.Observed(path, st)
 		return st, nil
 	}
 	if lerr != nil {
@@ -316,7 +320,7 @@ func (f *FS) statKey(ctx context.Context, path, parent string) (cache.Stat, erro
 	if !errors.Is(h.err, s3backend.ErrNotFound) {
 		return cache.Stat{}, h.err
 	}
-	f.meta.Put(path, cache.Stat{Kind: cache.Absent})
+	f.meta.Observed(path, cache.Stat{Kind: cache.Absent, Seen: seen})
 	return cache.Stat{}, s3backend.ErrNotFound
 }
 

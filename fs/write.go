@@ -932,9 +932,6 @@ type handle struct {
 	appends bool
 	// pt: a passthrough handle, counted in file.ptOpen (passthrough.go).
 	pt bool
-	// keepCache: a writable handle opened while the kernel's pages of
-	// the file were the content's bytes (openWriter, writerFlags).
-	keepCache bool
 	// bypass: its writes do not go through the kernel page cache
 	// (FOPEN_DIRECT_IO: write-only and passthrough handles).
 	bypass bool

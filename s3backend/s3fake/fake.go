@@ -42,6 +42,7 @@ type Client struct {
 	calls    map[string]int             // guarded by mu; op → requests
 	nextID   int                        // guarded by mu
 	fail     func(op, key string) error // guarded by mu
+	headDone func(key string)           // guarded by mu
 	delay    time.Duration              // guarded by mu
 	bytesOut int64                      // guarded by mu
 }
@@ -53,6 +54,16 @@ func (c *Client) SetFail(f func(op, key string) error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.fail = f
+}
+
+// SetHeadDone installs f, called (without the fake's lock held) after each
+// HeadObject has read the object and before it answers: blocking in f
+// makes the answer arrive late, describing the object as it was. nil
+// removes it.
+func (c *Client) SetHeadDone(f func(key string)) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.headDone = f
 }
 
 // SetDelay makes each ranged read sleep d first.
@@ -169,8 +180,12 @@ func (c *Client) Head(ctx context.Context, key string) (s3backend.ObjectInfo, er
 		return s3backend.ObjectInfo{}, err
 	}
 	c.mu.Lock()
-	defer c.mu.Unlock()
 	o, ok := c.objects[key]
+	done := c.headDone
+	c.mu.Unlock()
+	if done != nil {
+		done(key)
+	}
 	if !ok {
 		return s3backend.ObjectInfo{}, c.notFound("HeadObject", key)
 	}
