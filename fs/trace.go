@@ -2,12 +2,14 @@ package fs
 
 import (
 	"context"
+	"encoding/binary"
 	"log/slog"
 	"strconv"
 	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
+	"unsafe"
 
 	"github.com/hanwen/go-fuse/v2/fuse"
 	"golang.org/x/sys/unix"
@@ -433,8 +435,40 @@ func (t *tracedFS) ReadDir(cancel <-chan struct{}, in *fuse.ReadIn, out *fuse.Di
 func (t *tracedFS) ReadDirPlus(cancel <-chan struct{}, in *fuse.ReadIn, out *fuse.DirEntryList) fuse.Status {
 	s := time.Now()
 	st := t.RawFileSystem.ReadDirPlus(cancel, in, out)
+	if t.o.Trace && st.Ok() {
+		// Each entry is a LOOKUP's answer too: later operations on it
+		// name it by path.
+		forEachDirPlus(out.Bytes(), func(node uint64, name string) {
+			if node != 0 && name != "." && name != ".." {
+				t.o.paths.add(node, in.NodeId, name)
+			}
+		})
+	}
 	t.done("READDIRPLUS", s, in.NodeId, "", st)
 	return st
+}
+
+// forEachDirPlus calls fn with the node ID and name of each entry of a
+// READDIRPLUS reply: a struct fuse_entry_out, then a struct fuse_dirent
+// (ino, off, namelen, type, then the name), padded to 8 bytes (Linux
+// include/uapi/linux/fuse.h, FUSE_DIRENTPLUS_SIZE).
+func forEachDirPlus(b []byte, fn func(node uint64, name string)) {
+	const entryOut = int(unsafe.Sizeof(fuse.EntryOut{}))
+	const direntHeader = 24
+	for len(b) >= entryOut+direntHeader {
+		node := binary.NativeEndian.Uint64(b[0:8])
+		d := b[entryOut:]
+		n := int(binary.NativeEndian.Uint32(d[16:20]))
+		if len(d) < direntHeader+n {
+			return
+		}
+		fn(node, string(d[direntHeader:direntHeader+n]))
+		size := (entryOut + direntHeader + n + 7) &^ 7
+		if size > len(b) {
+			return
+		}
+		b = b[size:]
+	}
 }
 
 func (t *tracedFS) ReleaseDir(in *fuse.ReleaseIn) {

@@ -36,6 +36,7 @@ func (s *syncBuffer) String() string {
 func TestOpsTraceCountsAndNamesPaths(t *testing.T) {
 	c := s3fake.New("bkt")
 	c.PutDirect("dir/a.txt", []byte("hello"))
+	c.PutDirect("listed/b.txt", []byte("world"))
 	blocks, err := cache.NewBlocks(64<<20, testBlock)
 	if err != nil {
 		t.Fatal(err)
@@ -90,6 +91,14 @@ func TestOpsTraceCountsAndNamesPaths(t *testing.T) {
 		t.Errorf("OpenDirs = %d with one directory open", ops.OpenDirs())
 	}
 	d.Close()
+	// A file the kernel learned from READDIRPLUS (ls, then cat): no
+	// LOOKUP names it, the listing does.
+	if _, err := os.ReadDir(filepath.Join(mnt, "listed")); err != nil {
+		t.Fatal(err)
+	}
+	if b, err := os.ReadFile(filepath.Join(mnt, "listed", "b.txt")); err != nil || string(b) != "world" {
+		t.Fatalf("read listed/b.txt: %q %v", b, err)
+	}
 	// RELEASE is asynchronous: wait for the counts to drop.
 	deadline := time.Now().Add(5 * time.Second)
 	for (ops.OpenFiles() != 0 || ops.OpenDirs() != 0) && time.Now().Before(deadline) {
@@ -111,6 +120,7 @@ func TestOpsTraceCountsAndNamesPaths(t *testing.T) {
 		"op=LOOKUP path=/missing errno=ENOENT",
 		"op=LOOKUP path=/dir/a.txt errno=OK",
 		"op=READ path=/dir/a.txt errno=OK",
+		"op=READ path=/listed/b.txt errno=OK",
 	} {
 		if !strings.Contains(trace, want) {
 			t.Errorf("trace lacks %q:\n%s", want, trace)
