@@ -4,6 +4,7 @@
 #   make deps       fuse3 and rsync (apt, only if missing), versitygw, go modules
 #   make test       deps, go vet, unit tests (-race), integration tests (real mounts)
 #   make demo       local S3 server seeded with files, bucket "demo" mounted at ./mnt
+#   make demo-mount mount ./mnt again on the running demo server, no reseeding (DEMO_FLAGS=... adds flags)
 #   make demo-stop  unmount ./mnt and stop the demo server
 #   make fmt        gofmt the module
 #   make install    bin/s3mount to $(PREFIX)/bin, mount.s3mount link, systemd unit template, fstab example,
@@ -14,6 +15,7 @@
 #   make deb-check  build the .deb and check its contents with dpkg-deb -c (part of make test)
 #   make bench      issue 4's benchmark: s3mount vs raw SDK, page cache, s3fs and rclone (installs the
 #                   peers with apt-get when missing); BENCH_FLAGS=-quick for a smoke run, see test/bench/README.md
+#   make bench-peers  install the peers the bench compares (s3fs, rclone) when missing
 
 SHELL := /bin/bash
 GO ?= go
@@ -148,7 +150,7 @@ demo: build fuse versitygw
 	. $(DEMO_DIR)/env && bin/s3mount mount --endpoint-url "$$S3_ENDPOINT" --force-path-style \
 		--log-file $(DEMO_DIR)/s3mount.log "$$S3_BUCKET" $(DEMO_MNT)
 	@echo
-	@echo "Bucket demo is mounted at ./mnt (log: .demo/s3mount.log, keys: .demo/env). Look around:"
+	@echo "Bucket demo is mounted at ./mnt (log: .demo/s3mount.log, endpoint and keys: .demo/env). Look around:"
 	@echo "  ls mnt; ls -R mnt | head -40"
 	@echo "  cat mnt/README.txt; less mnt/go/src/net/http/server.go"
 	@echo "  (cd mnt && sha256sum -c ../.demo/SHA256SUMS)"
