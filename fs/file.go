@@ -88,8 +88,19 @@ func (f *File) update(st cache.Stat) {
 		// ESTALE, and readers would read it.
 		return
 	}
+	changed := f.etag != "" && st.ETag != "" && st.ETag != f.etag
 	f.size, f.etag, f.mtime, f.fetched = st.Size, st.ETag, st.MTime, time.Now()
 	f.attr.fromStat(st)
+	if changed {
+		// Changed elsewhere: the kernel's pages are of the version
+		// before, and the one holding its end is padded with zeros to
+		// the old size, which the new size would show. The mount does
+		// not leave the drop to the kernel (FUSE_EXPLICIT_INVAL_DATA,
+		// see root.go): no writable handle is open here, so none races
+		// it. Asynchronously (the caller answers a GETATTR or LOOKUP);
+		// opens wait for it.
+		f.dropPagesAsyncLocked()
+	}
 }
 
 // pending reports whether the file exists only in this mount so far (a
@@ -252,13 +263,7 @@ func (f *File) committed(size int64, etag string, mtime time.Time, bypassed bool
 		// Asynchronously: the drop waits for page locks that a read in
 		// flight on this inode may hold, and such a read may wait for
 		// the content, which the caller holds. Opens wait for it.
-		f.beginDropLocked()
-		go func() {
-			f.notifyDrop()
-			f.mu.Lock()
-			f.endDropLocked()
-			f.mu.Unlock()
-		}()
+		f.dropPagesAsyncLocked()
 	}
 	f.mu.Unlock()
 	if !unlinked {
@@ -410,6 +415,18 @@ func (f *File) endDropLocked() {
 	if f.drops--; f.drops == 0 {
 		close(f.dropDone)
 	}
+}
+
+// dropPagesAsyncLocked starts a drop of the kernel's pages of the file
+// that opens wait for (waitDropLocked) and returns at once. f.mu is held.
+func (f *File) dropPagesAsyncLocked() {
+	f.beginDropLocked()
+	go func() {
+		f.notifyDrop()
+		f.mu.Lock()
+		f.endDropLocked()
+		f.mu.Unlock()
+	}()
 }
 
 // notifyDrop asks the kernel to drop its pages of the file and returns

@@ -984,3 +984,37 @@ func TestSemanticsHeadCrossingACommitIsNotTakenIn(t *testing.T) {
 		t.Errorf("in S3: %q", got)
 	}
 }
+
+// A file changed in S3 (elsewhere) while a descriptor holds it open: once
+// stat shows the new size, the old descriptor's reads must not serve the
+// kernel's page of the old end padded with zeros up to the new size. The
+// old version (it is pinned), ESTALE or the new bytes are all right.
+func TestSemanticsChangedElsewhereNeverReadsZeros(t *testing.T) {
+	c := s3fake.New("bkt")
+	c.PutDirect("f", []byte("abc"))
+	mnt := mountFake(t, c, func(cfg *Config) { cfg.Meta = cache.NewMeta(50*time.Millisecond, 100, nil) })
+	p := filepath.Join(mnt, "f")
+	fd, err := os.Open(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer fd.Close()
+	buf := make([]byte, 100)
+	if n, err := fd.ReadAt(buf, 0); string(buf[:n]) != "abc" {
+		t.Fatalf("first read: %q %v", buf[:n], err)
+	}
+	c.PutDirect("f", []byte("abcdefgh"))
+	time.Sleep(100 * time.Millisecond) // past the TTL
+	st, err := os.Stat(p)
+	if err != nil || st.Size() != 8 {
+		t.Fatalf("stat after the change: %v %v, want size 8", st, err)
+	}
+	time.Sleep(20 * time.Millisecond) // the page drop is asynchronous
+	n, err := fd.ReadAt(buf, 0)
+	if got := string(buf[:n]); got != "abc" && got != "abcdefgh" && !errors.Is(err, syscall.ESTALE) {
+		t.Errorf("old descriptor read %q (%v): want the old version, the new one or ESTALE", got, err)
+	}
+	if b, err := os.ReadFile(p); err != nil || string(b) != "abcdefgh" {
+		t.Errorf("new open: %q %v", b, err)
+	}
+}

@@ -176,7 +176,8 @@ func Mount(mountpoint string, root Root, mc MountConfig) (*fuse.Server, error) {
 			MaxBackground: 64,
 			DisableXAttrs: true,
 			// s3mount drops the kernel's pages of a file itself: at
-			// open when the object's ETag changed (cacheFlagsLocked)
+			// open when the object's ETag changed (cacheFlagsLocked),
+			// when a stat learns it changed elsewhere (File.update)
 			// and after a commit that wrote around the page cache
 			// (File.committed). The kernel's own drops on a changed
 			// mtime or size (FUSE_AUTO_INVAL_DATA) would also come
