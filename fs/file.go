@@ -553,19 +553,31 @@ func (f *File) openWriter(flags uint32, created bool) (*handle, syscall.Errno) {
 			time.Sleep(100 * time.Microsecond)
 			continue
 		}
+		bypass := pt || flags&syscall.O_ACCMODE == syscall.O_WRONLY
 		c.handles++
+		if !bypass {
+			c.cachedHandles++
+		}
 		c.mu.Unlock()
-		return &handle{c: c, file: f, appends: flags&syscall.O_APPEND != 0, pt: pt,
-			bypass: pt || flags&syscall.O_ACCMODE == syscall.O_WRONLY}, 0
+		return &handle{c: c, file: f, appends: flags&syscall.O_APPEND != 0, pt: pt, bypass: bypass}, 0
 	}
 }
 
-// contentClosed detaches c once its last handle is released.
+// contentClosed detaches c once its last handle is released. The
+// kernel's pages of the file go (opens wait for it): no write can be on
+// its way now, and they may hold what a read cached while a rewrite was
+// under way (a read between ftruncate(2) and write(2) gets a short reply,
+// which the kernel pads with zeros up to the size it knows,
+// fuse_short_read), or bytes written around the page cache. The pages
+// are then as empty as the version the file is now: later opens of it
+// keep them.
 func (f *File) contentClosed(c *content) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if f.content == c {
 		f.content = nil
+		f.dropPagesAsyncLocked()
+		f.openETag = f.etag
 	}
 	f.closedLocked()
 }

@@ -97,6 +97,9 @@ type content struct {
 
 	mu      sync.Mutex
 	handles int   // guarded by mu; writable handles open
+	// cachedHandles: those of them that write through the kernel page
+	// cache (not handle.bypass).
+	cachedHandles int // guarded by mu
 	closed  bool  // guarded by mu; the last handle was released
 	size    int64 // guarded by mu; bytes
 	dirty   bool  // guarded by mu; changed since the last commit
@@ -559,7 +562,14 @@ func (c *content) afterCommitLocked(ctx context.Context, key, etag string) {
 		c.baseReader.close()
 		c.baseReader = nil
 	}
-	if !c.file.committed(c.size, etag, time.Now(), c.bypassed.Swap(false) || c.ptFile != nil) {
+	// Pages to drop now: bytes went around the page cache, and no handle
+	// writing through it is open, whose writes the drop would race (else
+	// the drop waits for the last release, contentClosed).
+	drop := (c.bypassed.Load() || c.ptFile != nil) && c.cachedHandles == 0
+	if drop {
+		c.bypassed.Store(false)
+	}
+	if !c.file.committed(c.size, etag, time.Now(), drop) {
 		return
 	}
 	if err := c.fsys.client.Delete(ctx, key); err != nil {
@@ -823,12 +833,16 @@ func (c *content) renamed(key, etag string) {
 	}
 }
 
-// release drops one writable handle; the last one commits and frees the
-// content. A final commit that fails keeps the staged bytes under
+// release drops one writable handle (bypass: it wrote around the page
+// cache, handle.bypass); the last one commits and frees the content. A
+// final commit that fails keeps the staged bytes under
 // <cache-dir>/recovery.
-func (c *content) release(ctx context.Context) {
+func (c *content) release(ctx context.Context, bypass bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	if !bypass {
+		c.cachedHandles--
+	}
 	c.handles--
 	if c.handles > 0 {
 		return
@@ -1002,7 +1016,7 @@ func (h *handle) Fsync(ctx context.Context, flags uint32) syscall.Errno {
 func (h *handle) Release(ctx context.Context) syscall.Errno {
 	if h.c != nil {
 		ctx := context.WithoutCancel(ctx)
-		h.c.release(ctx)
+		h.c.release(ctx, h.bypass)
 		// A chmod/chown/utimes that no upload carried (one made after
 		// a multipart upload began) is stored now.
 		h.file.flushMeta(ctx)
