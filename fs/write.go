@@ -96,13 +96,13 @@ type content struct {
 	file *File
 
 	mu      sync.Mutex
-	handles int   // guarded by mu; writable handles open
+	handles int // guarded by mu; writable handles open
 	// cachedHandles: those of them that write through the kernel page
 	// cache (not handle.bypass).
-	cachedHandles int // guarded by mu
-	closed  bool  // guarded by mu; the last handle was released
-	size    int64 // guarded by mu; bytes
-	dirty   bool  // guarded by mu; changed since the last commit
+	cachedHandles int   // guarded by mu
+	closed        bool  // guarded by mu; the last handle was released
+	size          int64 // guarded by mu; bytes
+	dirty         bool  // guarded by mu; changed since the last commit
 	// created: no object existed when the content began and none has been
 	// committed: commit with If-None-Match: *. Otherwise condETag is the
 	// If-Match ETag ("" after a rename over another name: unconditional).
