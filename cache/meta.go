@@ -122,12 +122,17 @@ func (m *Meta) Observed(path string, st Stat) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	now := m.now()
-	if it, ok := m.items[path]; ok && now.Before(it.expires) && it.st.Seen.After(st.Seen) {
-		// Newer, and as fresh as the answer: it lives as long as the
-		// answer would have (a listing's MarkListed counts on each of
-		// its names having an entry while the listing is trusted).
-		it.expires = now.Add(m.ttl)
-		m.items[path] = it
+	if it, ok := m.items[path]; ok && it.st.Seen.After(st.Seen) {
+		if now.Before(it.expires) {
+			// Newer, and as fresh as the answer: it lives as long
+			// as the answer would have (a listing's MarkListed
+			// counts on each of its names having an entry while the
+			// listing is trusted).
+			it.expires = now.Add(m.ttl)
+			m.items[path] = it
+		}
+		// Expired (kept until pruned, see Get): the answer is older
+		// still, and not cached either.
 		return
 	}
 	m.pruneLocked()
@@ -186,11 +191,9 @@ func (m *Meta) Get(path string) (Stat, bool) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	it, ok := m.items[path]
-	if !ok {
-		return Stat{}, false
-	}
-	if !m.now().Before(it.expires) {
-		delete(m.items, path)
+	if !ok || !m.now().Before(it.expires) {
+		// An expired entry stays until pruned (pruneLocked): its Seen
+		// still tells Observed which answers are older.
 		return Stat{}, false
 	}
 	return it.st, true
