@@ -123,16 +123,12 @@ func (m *Meta) Observed(path string, st Stat) {
 	defer m.mu.Unlock()
 	now := m.now()
 	if it, ok := m.items[path]; ok && it.st.Seen.After(st.Seen) {
-		if now.Before(it.expires) {
-			// Newer, and as fresh as the answer: it lives as long
-			// as the answer would have (a listing's MarkListed
-			// counts on each of its names having an entry while the
-			// listing is trusted).
-			it.expires = now.Add(m.ttl)
-			m.items[path] = it
-		}
-		// Expired (kept until pruned, see Get): the answer is older
-		// still, and not cached either.
+		// Newer, even if expired (kept until pruned, see Get): at
+		// least as fresh as the answer, it lives as long as the
+		// answer would have (a listing's MarkListed counts on each of
+		// its names having an entry while the listing is trusted).
+		it.expires = now.Add(m.ttl)
+		m.items[path] = it
 		return
 	}
 	m.pruneLocked()
