@@ -300,11 +300,20 @@ func (f *File) ownVersion(etag string, lastMod time.Time) (cache.Stat, bool) {
 }
 
 // fillAttr fills out from what the node knows; a writer's size wins.
+// While the file is open for writing, its mtime is the one it had when
+// the writing began (or one set with utimes meanwhile), though commits
+// give S3 new ones: the kernel drops a file's pages when a GETATTR shows
+// another mtime (FUSE_AUTO_INVAL_DATA), and a drop while a write is on
+// its way to s3mount races it (see dropPagesLocked). The commit's mtime
+// shows once the last writable handle is released.
 func (f *File) fillAttr(out *fuse.Attr) {
 	f.mu.Lock()
 	size, c := f.size, f.content
 	mode, uid, gid := f.ownerLocked()
 	mtime := f.mtimeLocked()
+	if c != nil {
+		mtime = c.shownMTime
+	}
 	f.mu.Unlock()
 	if c != nil {
 		size = c.shownSize.Load()
@@ -371,6 +380,9 @@ func (f *File) Setattr(ctx context.Context, fh gofs.FileHandle, in *fuse.SetAttr
 		}
 		if hasMTime {
 			f.attr.mtimeSet = &t
+			if f.content != nil {
+				f.content.shownMTime = t
+			}
 		}
 		f.attr.unsynced = true
 		f.mu.Unlock()

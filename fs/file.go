@@ -93,11 +93,11 @@ func (f *File) update(st cache.Stat) {
 	f.attr.fromStat(st)
 	if changed {
 		// Changed elsewhere: the kernel's pages are of the version
-		// before, and the one holding its end is padded with zeros to
-		// the old size, which the new size would show. The mount does
-		// not leave the drop to the kernel (FUSE_EXPLICIT_INVAL_DATA,
-		// see root.go): no writable handle is open here, so none races
-		// it. Asynchronously (the caller answers a GETATTR or LOOKUP);
+		// before. The kernel drops them itself when the reply shows
+		// another size or mtime (FUSE_AUTO_INVAL_DATA), not when a
+		// rewrite kept both (within the same second). No writable
+		// handle is open here, so none races the drop.
+		// Asynchronously (the caller answers a GETATTR or LOOKUP);
 		// opens wait for it.
 		f.dropPagesAsyncLocked()
 	}

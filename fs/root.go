@@ -175,16 +175,7 @@ func Mount(mountpoint string, root Root, mc MountConfig) (*fuse.Server, error) {
 			MaxReadAhead:  1 << 20,
 			MaxBackground: 64,
 			DisableXAttrs: true,
-			// s3mount drops the kernel's pages of a file itself: at
-			// open when the object's ETag changed (cacheFlagsLocked),
-			// when a stat learns it changed elsewhere (File.update)
-			// and after a commit that wrote around the page cache
-			// (File.committed). The kernel's own drops on a changed
-			// mtime or size (FUSE_AUTO_INVAL_DATA) would also come
-			// while a file is being written, where a drop races the
-			// writes on their way to the daemon (writerFlags).
-			ExplicitDataCacheControl: true,
-			Debug:                    mc.Debug,
+			Debug:         mc.Debug,
 			// go-fuse's own notes (e.g. that a 1 MiB request cannot be
 			// spliced) are debug-level for us.
 			Logger:  slog.NewLogLogger(rootLogger(rc).Handler(), slog.LevelDebug),

@@ -119,6 +119,10 @@ type content struct {
 
 	// shownSize mirrors size for stat(2), which must not wait for mu.
 	shownSize atomic.Int64
+	// shownMTime is the mtime stat(2) shows while the content is open
+	// (File.fillAttr): the file's when the content began, or one set
+	// with utimes since. Guarded by File.mu.
+	shownMTime time.Time
 
 	// ptFile is the stage's file when the content is a passthrough one
 	// (passthrough.go, ptContentLocked): a shared mmap of the file writes
@@ -165,7 +169,7 @@ func (s *stream) fail(err error) {
 // held.
 func newContentLocked(f *File, created bool) *content {
 	c := &content{fsys: f.fsys, file: f, size: f.size, created: created, condETag: f.etag,
-		baseKey: f.key, baseETag: f.etag, baseLimit: f.size, dirty: created}
+		baseKey: f.key, baseETag: f.etag, baseLimit: f.size, dirty: created, shownMTime: f.mtimeLocked()}
 	if created {
 		c.size, c.baseLimit, c.condETag, c.baseETag = 0, 0, "", ""
 	}
