@@ -27,8 +27,8 @@ type File struct {
 	mtime   time.Time // guarded by mu
 	fetched time.Time // guarded by mu; when size/etag were last learned
 	// drops counts the drops of the kernel's pages of the file under
-	// way (dropPagesLocked, committed); dropDone is closed when it falls
-	// back to 0. Opens wait for them.
+	// way (dropPagesLocked, dropPagesAsyncLocked); dropDone is closed
+	// when it falls back to 0. Opens wait for them.
 	drops    int           // guarded by mu
 	dropDone chan struct{} // guarded by mu
 	// changed is when this mount last made a version of the object (a
@@ -246,12 +246,12 @@ func (f *File) closedLocked() {
 
 // committed records an upload that completed. It reports whether the file
 // was unlinked meanwhile (the caller then deletes the object). With
-// bypassed (bytes were written around the kernel page cache: a
-// FOPEN_DIRECT_IO or passthrough handle), the pages the kernel cached of
-// the file are dropped, since they may hold what was there before.
-// Otherwise they are the content's own bytes (see cacheFlagsLocked) and
-// stay: dropping them would race the page-cache writes of handles still
-// open.
+// bypassed (bytes were written around the kernel page cache, by a
+// FOPEN_DIRECT_IO or passthrough handle, and no handle writing through
+// the page cache is open, whose writes a drop would race), the pages the
+// kernel cached of the file are dropped, since they may hold what was
+// there before. Otherwise they stay until the last writable handle is
+// released (contentClosed).
 func (f *File) committed(size int64, etag string, mtime time.Time, bypassed bool) (unlinked bool) {
 	f.mu.Lock()
 	f.size, f.etag, f.mtime, f.fetched = size, etag, mtime, time.Now()
