@@ -341,15 +341,7 @@ func TestLocalCopiesPassthroughWriterEdges(t *testing.T) {
 	held := func(key string, data []byte) *os.File {
 		t.Helper()
 		e.put(key, data)
-		p := filepath.Join(mnt, key)
-		if b, err := os.ReadFile(p); err != nil || !bytes.Equal(b, data) {
-			t.Fatalf("%s: first read: %d bytes, %v", key, len(b), err)
-		}
-		time.Sleep(300 * time.Millisecond)
-		r, err := os.Open(p)
-		if err != nil {
-			t.Fatal(err)
-		}
+		r := openFromCopy(t, filepath.Join(mnt, key), data)
 		unix.Fadvise(int(r.Fd()), 0, 0, unix.FADV_DONTNEED)
 		r0 := reads()
 		if _, err := r.ReadAt(make([]byte, len(data)), 0); err != nil {
@@ -497,16 +489,7 @@ func TestLocalCopiesPassthroughWriterCrashAndFullDisk(t *testing.T) {
 	data := harness.RandomBytes(3_000_000)
 	hold := func(mnt, key string) *os.File {
 		t.Helper()
-		p := filepath.Join(mnt, key)
-		if b, err := os.ReadFile(p); err != nil || !bytes.Equal(b, data) {
-			t.Fatalf("%s: first read: %d bytes, %v", key, len(b), err)
-		}
-		time.Sleep(300 * time.Millisecond)
-		r, err := os.Open(p)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return r
+		return openFromCopy(t, filepath.Join(mnt, key), data)
 	}
 
 	// Full disk: 1 MiB appends until ENOSPC (the copy itself takes 3 MB
@@ -570,4 +553,20 @@ func TestLocalCopiesPassthroughWriterCrashAndFullDisk(t *testing.T) {
 	if !found {
 		t.Errorf("after a crash no file under recovery/ holds the passthrough writer's bytes (files: %v)", recovered)
 	}
+}
+
+// openFromCopy reads p whole (which makes its local copy), checks it holds
+// data, waits for the copy to be complete and opens p again: with copies
+// on, a passthrough reader of the copy.
+func openFromCopy(t *testing.T, p string, data []byte) *os.File {
+	t.Helper()
+	if b, err := os.ReadFile(p); err != nil || !bytes.Equal(b, data) {
+		t.Fatalf("%s: first read: %d bytes, %v", p, len(b), err)
+	}
+	time.Sleep(300 * time.Millisecond)
+	r, err := os.Open(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r
 }
