@@ -88,10 +88,10 @@ func (f *File) update(st cache.Stat) {
 		// ESTALE, and readers would read it.
 		return
 	}
-	changed := f.etag != "" && st.ETag != "" && st.ETag != f.etag
+	elsewhere := f.etag != "" && st.ETag != "" && st.ETag != f.etag
 	f.size, f.etag, f.mtime, f.fetched = st.Size, st.ETag, st.MTime, time.Now()
 	f.attr.fromStat(st)
-	if changed {
+	if elsewhere {
 		// Changed elsewhere: the kernel's pages are of the version
 		// before. The kernel drops them itself when the reply shows
 		// another size or mtime (FUSE_AUTO_INVAL_DATA), not when a
